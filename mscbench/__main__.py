@@ -1,0 +1,3 @@
+from mscbench.cli import main
+
+main()
