@@ -1,3 +1,3 @@
 from mscbench.cli import main
 
-main()
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Typed configuration: training settings, `--set key=value` overrides and TOML recipes.
+
+Every setting lives in a frozen dataclass; an unknown key is an error that names it and suggests the
+closest valid one; a value of the wrong type is an error that says what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mscbench.errors import UserError
+
+
+class ConfigError(UserError):
+    """A setting that does not exist or does not fit its type."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained (the same for every model, so that comparisons are fair)."""
+
+    epochs: int = 3  # passes over the training split (early stopping may end sooner)
+    batch_size: int = 512  # samples per optimiser step
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # L2 penalty in Adam (dense parameters and embeddings alike)
+    patience: int = 1  # epochs without a better validation AUC before stopping
+    seed: int = 0  # seeds parameters, shuffling and any sampling in the model
+    protocol: Literal["joint", "individual"] = "joint"  # one model for all scenarios, or one per scenario
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    eval_batch_size: int = 8192  # samples per forward pass when predicting
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def build_config(cls: type, values: dict[str, Any], owner: str) -> Any:
+    """`cls(**values)` with every key and type checked; the error names the key and what was expected."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{owner} has no setting {key!r}{suggest(key, known)}")
+        checked[key] = coerce(value, hints[key], f"{owner}: {key}")
+    return cls(**checked)
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a simple type hint (bool, int, float, str, tuple[...], Literal, Optional)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))}, not {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, not {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, not {value!r}")
+        item = args[0] if args else Any
+        return tuple(coerce(v, item, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value as TOML (`3`, `1e-3`, `true`, `[64, 32]`, `"x"`); a bare word stays a string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+    """`["lr=1e-3", "hidden=[64,32]"]` -> `{"lr": 0.001, "hidden": [64, 32]}`."""
+    overrides = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"--set takes key=value, not {item!r}")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
+
+
+def split_overrides(overrides: dict[str, Any], model_config: type) -> tuple[dict, dict]:
+    """Send each override to the model's hyperparameters or the training settings (`train.` forces it)."""
+    model_keys = {f.name for f in dataclasses.fields(model_config)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_values, train_values = {}, {}
+    for key, value in overrides.items():
+        if key.startswith("train."):
+            train_values[key.removeprefix("train.")] = value
+        elif key in model_keys:
+            model_values[key] = value
+        elif key in train_keys:
+            train_values[key] = value
+        else:
+            raise ConfigError(f"no setting {key!r}{suggest(key, model_keys | train_keys)}; "
+                              "`mscbench models NAME` lists a model's settings")
+    return model_values, train_values
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An experiment: models x seeds on one dataset, compared against a base model."""
+
+    dataset: str  # prepared dataset, NAME or NAME/VARIANT
+    models: tuple[str, ...]  # registry names, in table order
+    base: str  # the model RelaImpr is measured against
+    seeds: tuple[int, ...] = (0,)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig settings for every model
+    model: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model hyperparameters
+    description: str = ""
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read a recipe TOML; unknown keys and wrong types are errors naming the file and the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"recipe {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"recipe {path} is not valid TOML: {error}") from None
+    recipe = build_config(Recipe, raw, owner=f"recipe {path}")
+    build_config(TrainConfig, recipe.train, owner=f"recipe {path} [train]")
+    if recipe.base not in recipe.models:
+        raise ConfigError(f"recipe {path}: base {recipe.base!r} is not among its models")
+    return recipe

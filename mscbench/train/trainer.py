@@ -1,0 +1,151 @@
+"""The training loop every model goes through: Adam, epochs, early stopping on validation AUC,
+deterministic seeding, a checkpoint after every epoch and resume from it."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from mscbench.config import TrainConfig
+from mscbench.data.loader import SplitData
+from mscbench.eval.metrics import auc, logloss
+
+
+@dataclass
+class Prediction:
+    prob: np.ndarray  # [N] click probability per row, in the split's row order
+    extras: dict[str, list] = field(default_factory=dict)  # model extras averaged per scenario: key -> [N_s, ...]
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid_auc: float | None
+    history: list[dict]
+    train_seconds: float
+    samples_per_second: float
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_loss(model: nn.Module, batch) -> torch.Tensor:
+    """The data loss (binary cross-entropy on logits) plus the model's own weighted extra terms."""
+    output = model(batch)
+    loss = nn.functional.binary_cross_entropy_with_logits(output.logit, batch.label)
+    return loss if output.aux_loss is None else loss + output.aux_loss
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.device,
+            num_scenarios: int) -> Prediction:
+    """Probabilities for every row, and each model extra averaged over each scenario's rows."""
+    model.eval()
+    probs, sums = [], {}
+    counts = torch.zeros(num_scenarios, device=device)
+    for batch in data.batches(batch_size, shuffle=False):
+        batch = batch.to(device)
+        output = model(batch)
+        probs.append(torch.sigmoid(output.logit).float())
+        counts += torch.bincount(batch.scenario, minlength=num_scenarios)
+        for key, value in output.extras.items():
+            total = sums.setdefault(key, value.new_zeros((num_scenarios, *value.shape[1:]), dtype=torch.float))
+            total.index_add_(0, batch.scenario, value.float())
+    denominator = counts.clamp_min(1)
+    extras = {key: (total / denominator.view(-1, *[1] * (total.dim() - 1))).tolist() for key, total in sums.items()}
+    return Prediction(torch.cat(probs).cpu().numpy().astype(np.float64), extras)
+
+
+def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfig, device: torch.device,
+        num_scenarios: int, checkpoint: Path | None = None, progress: Progress | None = None) -> FitResult:
+    """Train `model` in place, keep the weights of the best validation epoch, and return the curves.
+
+    If `checkpoint` exists, training resumes after its last completed epoch with the same RNG state,
+    so an interrupted run ends with the same numbers as an uninterrupted one.
+    """
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = {"epoch": 0, "best_epoch": 0, "best_valid_auc": None, "best_model": None, "bad_epochs": 0,
+             "history": [], "train_seconds": 0.0, "trained_samples": 0}
+    if checkpoint is not None and checkpoint.exists():
+        state = restore(checkpoint, model, optimizer)
+    while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        train_loss = train_epoch(model, optimizer, train, config, device, epoch, progress)
+        seconds = time.perf_counter() - started
+        valid_prob = predict(model, valid, config.eval_batch_size, device, num_scenarios).prob
+        valid_auc = auc(valid.label.numpy(), valid_prob)
+        record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
+                  "valid_logloss": logloss(valid.label.numpy(), valid_prob), "train_seconds": seconds,
+                  "samples_per_second": len(train) / seconds}
+        state["history"].append(record)
+        state["train_seconds"] += seconds
+        state["trained_samples"] += len(train)
+        improved = state["best_model"] is None or (valid_auc or 0.0) > (state["best_valid_auc"] or 0.0)
+        if improved:
+            state.update(best_epoch=epoch, best_valid_auc=valid_auc, bad_epochs=0,
+                         best_model={k: v.detach().clone() for k, v in model.state_dict().items()})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, state)
+    model.load_state_dict(state["best_model"])
+    return FitResult(state["best_epoch"], state["best_valid_auc"], state["history"], state["train_seconds"],
+                     state["trained_samples"] / max(state["train_seconds"], 1e-9))
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: SplitData, config: TrainConfig,
+                device: torch.device, epoch: int, progress: Progress | None) -> float:
+    """One pass over `data`; returns the mean training loss (read once, not per step: no host syncs)."""
+    model.train()
+    task = progress.add_task(f"epoch {epoch}", total=len(data)) if progress else None
+    total_loss = torch.zeros((), device=device)
+    shuffle_seed = config.seed * 1_000_003 + epoch  # a fresh, reproducible order every epoch
+    for batch in data.batches(config.batch_size, shuffle=True, seed=shuffle_seed):
+        batch = batch.to(device)
+        loss = batch_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * len(batch)
+        if task is not None:
+            progress.advance(task, len(batch))
+    if task is not None:
+        progress.remove_task(task)
+    return float(total_loss) / max(len(data), 1)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Atomically write everything needed to continue: weights, optimiser moments, RNG, curves."""
+    payload = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "torch_rng": torch.get_rng_state()}
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    payload = torch.load(path, weights_only=True, map_location="cpu")
+    model.load_state_dict(payload.pop("model"))
+    optimizer.load_state_dict(payload.pop("optimizer"))
+    torch.set_rng_state(payload.pop("torch_rng"))
+    return payload
