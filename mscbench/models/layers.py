@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 
@@ -85,13 +86,16 @@ class FeatureEmbedding(nn.Module):
         """[B, S, L, d] embeddings of the behaviour sequences."""
         return torch.stack([self.tables[t](batch.seq[:, i]) for i, t in enumerate(self.sequence_tables)], 1)
 
+    def pooled_fields(self, batch: Batch) -> torch.Tensor:
+        """[B, F(+1)+S, d]: the field embeddings, each mean-pooled sequence being one more field."""
+        fields = self.fields(batch)
+        if not self.num_sequences:
+            return fields
+        return torch.cat([fields, masked_mean(self.sequence(batch), batch.seq_mask)], dim=1)
+
     def flat(self, batch: Batch) -> torch.Tensor:
         """[B, input_dim]: field embeddings, mean-pooled sequences and dense values, concatenated."""
-        parts = [self.fields(batch).flatten(1)]
-        if self.num_sequences:
-            parts.append(masked_mean(self.sequence(batch), batch.seq_mask).flatten(1))
-        parts.append(batch.dense)
-        return torch.cat(parts, dim=1)
+        return torch.cat([self.pooled_fields(batch).flatten(1), batch.dense], dim=1)
 
     @property
     def flat_dim(self) -> int:
@@ -104,7 +108,8 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum(2) / weights.sum(2).clamp_min(1.0)  # [B, S, d]
 
 
-def route_by_scenario(branches: Sequence[nn.Module], x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+def route_by_scenario(branches: Sequence[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
+                      scenario: torch.Tensor) -> torch.Tensor:
     """Apply `branches[t]` to the rows of scenario t only, and put the outputs back in row order.
 
     Each branch runs on its own samples (its cost grows with its traffic, not the batch), and its
@@ -116,3 +121,328 @@ def route_by_scenario(branches: Sequence[nn.Module], x: torch.Tensor, scenario: 
     outputs = [branch(piece) for branch, piece, n in zip(branches, pieces, counts) if n]
     sorted_out = torch.cat(outputs, dim=0)
     return torch.empty_like(sorted_out).index_copy(0, order, sorted_out)
+
+
+class FeatureLinear(nn.Module):
+    """First-order term `b + Σ_f w_f[x_f] + Σ_s mean_i w_s[x_{s,i}] + w_d^T z`: a 1-dim embedding per id.
+
+    It is LR (spec §6.1), the wide part of Wide & Deep (§6.2) and FM's first-order term (§6.3).
+    `zero_init` makes the term start at exactly zero (W&D's wide part, so the sum starts at the deep logit).
+    """
+
+    def __init__(self, manifest: Manifest, with_scenario: bool = False, zero_init: bool = False):
+        super().__init__()
+        self.weights = FeatureEmbedding(manifest, 1, with_scenario)
+        self.dense = nn.Linear(len(manifest.dense), 1)  # its bias is b
+        if zero_init:
+            for parameter in self.parameters():
+                nn.init.zeros_(parameter)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        ids = self.weights.pooled_fields(batch).sum(dim=(1, 2))  # [B]
+        return ids + self.dense(batch.dense).squeeze(1)  # [B]
+
+
+class FMInteraction(nn.Module):
+    """FM second-order term `Σ_{f<f'} <v_f, v_f'>` by the sum-square trick (Rendle, ICDM 2010):
+
+        ½ Σ_k [ (Σ_f v_{f,k})² - Σ_f v_{f,k}² ]     in O(n·d) instead of O(n²·d).
+    """
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        square_of_sum = fields.sum(dim=1).square()  # [B, d]
+        sum_of_squares = fields.square().sum(dim=1)  # [B, d]
+        return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)  # [B]
+
+
+class CrossLayer(nn.Module):
+    """DCN cross layer `x_{l+1} = x_0 · (x_l^T w) + b + x_l` (Wang et al., ADKDD 2017, eq. 3).
+
+    `x_l^T w` is one scalar per sample, so the layer costs O(d); the d×d outer product `x_0 x_l^T` is
+    never formed.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(dim) * dim ** -0.5)  # [d]
+        self.bias = nn.Parameter(torch.zeros(dim))  # [d]
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x0 * (x @ self.weight).unsqueeze(1) + self.bias + x  # [B, d]
+
+
+class ActivationUnit(nn.Module):
+    """DIN's local activation unit: one unnormalised weight per behaviour, given the target item.
+
+        a_i = FFN([e_i ⊕ e_a ⊕ (e_i - e_a) ⊕ (e_i ⊙ e_a)])   (no softmax: the sum keeps the intensity)
+
+    Padded positions get exactly zero weight, whatever their embedding holds.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (80, 40), activation: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        self.ffn = MLP(4 * dim, hidden, activation=activation, output_dim=1)
+
+    def forward(self, behaviours: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`behaviours` [B, L, d], `target` [B, d], `mask` [B, L] (True = present) -> weights [B, L]."""
+        target = target.unsqueeze(1).expand_as(behaviours)  # [B, L, d]
+        pairs = torch.cat([behaviours, target, behaviours - target, behaviours * target], -1)  # [B, L, 4d]
+        weights = self.ffn(pairs).squeeze(-1)  # [B, L]
+        return torch.where(mask, weights, torch.zeros_like(weights))
+
+
+def item_vectors(embedding: FeatureEmbedding, fields: torch.Tensor,
+                 sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target item vector and the behaviour item vectors (spec §1.2), over the sequences with a target.
+
+    `fields` [B, F, d] from `embedding.fields`, `sequences` [B, S, L, d] from `embedding.sequence`.
+    Returns the target [B, S'·d] (the concatenated fields the sequences target, e.g. item_id ⊕ category)
+    and the behaviours [B, L, S'·d] (the sequences concatenated in the same order), so that position i
+    and the target live in one space (their tables are shared).
+    """
+    targeted = [s for s, field in enumerate(embedding.target_fields) if field is not None]
+    target = fields[:, [embedding.target_fields[s] for s in targeted]].flatten(1)  # [B, S'·d]
+    behaviours = sequences[:, targeted].transpose(1, 2).flatten(2)  # [B, L, S'·d]
+    return target, behaviours
+
+
+class PartitionedNorm(nn.Module):
+    """STAR's partitioned normalisation (spec §6.11), with per-scenario statistics:
+
+        PN(x) = (γ ⊙ γ_t) ⊙ (x - μ_t) / sqrt(σ²_t + ε) + (β + β_t),     t = the row's scenario
+
+    Training: μ_t, σ²_t are the moments of the batch's scenario-t rows (never of the whole batch); a
+    scenario with fewer than 2 rows uses, and leaves alone, its running statistics. Evaluation: every row
+    uses its own scenario's running statistics, so a prediction never depends on its batch-mates.
+    """
+
+    def __init__(self, dim: int, num_scenarios: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.shared_scale = nn.Parameter(torch.ones(dim))  # γ
+        self.shared_shift = nn.Parameter(torch.zeros(dim))  # β
+        self.scenario_scale = nn.ParameterList(torch.ones(dim) for _ in range(num_scenarios))  # γ_t
+        self.scenario_shift = nn.ParameterList(torch.zeros(dim) for _ in range(num_scenarios))  # β_t
+        self.register_buffer("running_mean", torch.zeros(num_scenarios, dim))
+        self.register_buffer("running_var", torch.ones(num_scenarios, dim))
+        self.momentum = momentum  # weight of the current batch in the running statistics
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            mean, var = self.batch_statistics(x, scenario)  # [N, d] each
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = self.shared_scale * torch.stack(list(self.scenario_scale))[scenario]  # [B, d]
+        shift = self.shared_shift + torch.stack(list(self.scenario_shift))[scenario]  # [B, d]
+        return scale * (x - mean[scenario]) / torch.sqrt(var[scenario] + self.eps) + shift  # [B, d]
+
+    def batch_statistics(self, x: torch.Tensor, scenario: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, d] mean and (biased) variance of each scenario's rows; updates the running statistics."""
+        counts = torch.bincount(scenario, minlength=len(self.running_mean)).to(x.dtype)[:, None]  # [N, 1]
+        mean = torch.zeros_like(self.running_mean).index_add(0, scenario, x) / counts.clamp_min(1)  # [N, d]
+        squares = torch.zeros_like(self.running_var).index_add(0, scenario, (x - mean[scenario]).square())
+        enough = counts >= 2  # [N, 1]: a single row has no variance
+        with torch.no_grad():
+            unbiased = squares / (counts - 1).clamp_min(1)
+            self.running_mean.copy_(torch.where(enough, self.running_mean.lerp(mean, self.momentum),
+                                                self.running_mean))
+            self.running_var.copy_(torch.where(enough, self.running_var.lerp(unbiased, self.momentum),
+                                               self.running_var))
+        variance = squares / counts.clamp_min(1)
+        return torch.where(enough, mean, self.running_mean), torch.where(enough, variance, self.running_var)
+
+
+class StarLinear(nn.Module):
+    """STAR's star-topology linear layer (spec §6.11): scenario t computes with
+
+        W*_t = W ⊙ W_t,   b*_t = b + b_t
+
+    `W_t = 1, b_t = 0` at init, so every scenario starts as the shared layer (a product of two random
+    matrices would start badly scaled). Call it on one scenario's rows at a time (`route_by_scenario`),
+    so that W_t and b_t learn from scenario t's samples only.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, num_scenarios: int):
+        super().__init__()
+        self.shared = nn.Linear(input_dim, output_dim)  # W, b
+        self.scenario_weight = nn.ParameterList(torch.ones(output_dim, input_dim)
+                                                for _ in range(num_scenarios))
+        self.scenario_bias = nn.ParameterList(torch.zeros(output_dim) for _ in range(num_scenarios))
+
+    def weight(self, scenario: int) -> torch.Tensor:
+        return self.shared.weight * self.scenario_weight[scenario]  # [out, in]
+
+    def bias(self, scenario: int) -> torch.Tensor:
+        return self.shared.bias + self.scenario_bias[scenario]  # [out]
+
+    def forward(self, x: torch.Tensor, scenario: int) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight(scenario), self.bias(scenario))  # [n, out]
+
+
+class GateNU(nn.Module):
+    """PEPNet's gate neural unit (spec §6.12): `γ · σ(W_2^T ReLU(W_1^T x + b_1) + b_2)`, in (0, γ).
+
+    With γ = 2 a gate near its centre leaves what it scales unchanged (σ(0) · 2 = 1).
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, hidden: int, gamma: float = 2.0):
+        super().__init__()
+        self.mlp = MLP(input_dim, (hidden,), output_dim=output_dim)
+        self.gamma = gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.sigmoid(self.mlp(x))  # [B, output_dim]
+
+
+class APGLinear(nn.Module):
+    """APG's adaptive linear layer (spec §6.14), parameters generated per sample from a condition z:
+
+        S(z) = reshape_{k×k}(hypernet(z)),   W(z) = U S(z) V,   y = ((x U) S(z)) V + b(z)
+        U = U_l U_r (d_in×P · P×k),  V = V_l V_r (k×P · P×d_out)       (over-parameterisation, P ≥ k)
+
+    Multiplying left to right costs O(d_in·k + k² + k·d_out) per sample; W(z) is never formed.
+    Init (an mscbench choice): each factor N(0, 1/fan_in) and the hypernetwork's output bias vec(I) ⊕ 0, so
+    W starts as U V with a unit gain per factor; Xavier factors times a random S start with a gain ~1/100,
+    which stalls training of a 3-layer stack.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, condition_dim: int, rank: int, overparam: int,
+                 hyper_hidden: Sequence[int]):
+        super().__init__()
+        if rank > overparam:
+            raise ValueError(f"APG needs rank k <= over-parameterisation P, got k={rank}, P={overparam}")
+        self.u_left = self.factor(input_dim, overparam)
+        self.u_right = self.factor(overparam, rank)
+        self.v_left = self.factor(rank, overparam)
+        self.v_right = self.factor(overparam, output_dim)
+        self.hypernet = MLP(condition_dim, hyper_hidden, output_dim=rank * rank + output_dim)  # S(z) ⊕ b(z)
+        head = self.hypernet.layers[-1]
+        with torch.no_grad():
+            head.bias.copy_(torch.cat([torch.eye(rank).flatten(), torch.zeros(output_dim)]))
+        self.rank = rank
+
+    @staticmethod
+    def factor(fan_in: int, fan_out: int) -> nn.Parameter:
+        return nn.Parameter(torch.randn(fan_in, fan_out) * fan_in ** -0.5)
+
+    def generate(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """S(z) [B, k, k] and b(z) [B, d_out]."""
+        generated = self.hypernet(condition)  # [B, k² + d_out]
+        core = generated[:, : self.rank ** 2].reshape(-1, self.rank, self.rank)
+        return core, generated[:, self.rank ** 2:]
+
+    def weight(self, condition: torch.Tensor) -> torch.Tensor:
+        """The per-sample weight W(z) = U S(z) V, [B, d_in, d_out] (to inspect it; forward never forms it)."""
+        core, _ = self.generate(condition)
+        return self.u_left @ self.u_right @ core @ (self.v_left @ self.v_right)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        core, bias = self.generate(condition)
+        h = x @ (self.u_left @ self.u_right)  # [B, k]
+        h = torch.bmm(h.unsqueeze(1), core).squeeze(1)  # [B, k]
+        return h @ (self.v_left @ self.v_right) + bias  # [B, d_out]
+
+
+TIME_GAP_BUCKETS = 32  # Batch.seq_gap holds buckets 0..31
+
+
+class TimeGapEmbedding(nn.Module):
+    """BST's position embedding `pos(v_i)`: one learned vector per bucketised time gap to the impression.
+
+    Reads the behaviours' buckets [B, L] and appends the target item's bucket 0, giving [B, L+1, d].
+    Padded behaviours also carry bucket 0; the attention's key mask keeps them out.
+    """
+
+    def __init__(self, dim: int, buckets: int = TIME_GAP_BUCKETS):
+        super().__init__()
+        self.table = nn.Embedding(buckets, dim)
+        nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
+
+    def forward(self, seq_gap: torch.Tensor) -> torch.Tensor:
+        target = seq_gap.new_zeros(seq_gap.shape[0], 1)  # [B, 1]
+        return self.table(torch.cat([seq_gap, target], dim=1))  # [B, L+1, d]
+
+
+def with_target_mask(batch: Batch) -> torch.Tensor:
+    """[B, L+1] key mask of a behaviour sequence with the target appended: the target is never masked."""
+    return torch.cat([batch.seq_mask, batch.seq_mask.new_ones(len(batch), 1)], dim=1)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention with padded keys masked (SAML eq. 1-2, as in BST and Vaswani et al.):
+
+        (1) Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+        (2) MH(E) = Concat(head_1, ..., head_h) W^O,   head_j = Attention(E W^Q_j, E W^K_j, E W^V_j)
+
+    `attend` takes already projected Q, K, V, so that a model can build them from different inputs
+    (SAML's scenario attention: its own Q, K and the global V and W^O).
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"attention width {dim} is not divisible by num_heads={num_heads}: "
+                              "choose a number of heads that divides it")
+        self.num_heads = num_heads
+        self.query = nn.Linear(dim, dim, bias=False)  # W^Q (all heads side by side)
+        self.key = nn.Linear(dim, dim, bias=False)  # W^K
+        self.value = nn.Linear(dim, dim, bias=False)  # W^V
+        self.output = nn.Linear(dim, dim, bias=False)  # W^O
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`x` [B, L, d], `mask` [B, L] (True = present) -> [B, L, d]."""
+        return self.attend(self.query(x), self.key(x), self.value(x), mask)
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = value.shape
+        q, k, v = (t.view(batch, length, self.num_heads, -1).transpose(1, 2)
+                   for t in (query, key, value))  # [B, h, L, d_k]
+        heads = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # eq. 1
+        return self.output(heads.transpose(1, 2).reshape(batch, length, dim))  # [B, L, d]   eq. 2
+
+
+class TransformerBlock(nn.Module):
+    """BST's transformer block (spec §6.6):
+
+        S' = LayerNorm(E + Dropout(MH(E)))
+        F  = LayerNorm(S' + Dropout(LeakyReLU(S' W_1 + b_1) W_2 + b_2))
+
+    Outputs at padded positions are set to zero, so padding content never reaches what follows.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.2):
+        super().__init__()
+        self.attention = MultiHeadSelfAttention(dim, num_heads)
+        self.attention_norm = nn.LayerNorm(dim)
+        self.feed_forward = nn.Sequential(nn.Linear(dim, dim), nn.LeakyReLU(), nn.Linear(dim, dim))
+        self.output_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`x` [B, L, d], `mask` [B, L] (True = present) -> [B, L, d]."""
+        return self.wrap(x, self.attention(x, mask), mask)
+
+    def wrap(self, residual: torch.Tensor, attended: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The block around an attention output: residual, LayerNorm, feed-forward, LayerNorm."""
+        hidden = self.attention_norm(residual + self.dropout(attended))  # [B, L, d]   S'
+        out = self.output_norm(hidden + self.dropout(self.feed_forward(hidden)))  # [B, L, d]   F
+        return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+def pool_sequence(outputs: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[B, L+1, d] transformer outputs (zero at padding) -> one vector per sample.
+
+    "flatten" (BST's figure): all L+1 outputs side by side, [B, (L+1)·d]; "target": the target position's
+    output, [B, d]; "mean": the mean over present positions and the target, [B, d].
+    """
+    if pooling == "flatten":
+        return outputs.flatten(1)
+    if pooling == "target":
+        return outputs[:, -1]
+    return outputs.sum(1) / mask.sum(1, keepdim=True).to(outputs.dtype)
+
+
+def pooled_width(positions: int, dim: int, pooling: str) -> int:
+    """Width of `pool_sequence`'s output for `positions` (= L+1) outputs of width `dim`."""
+    return positions * dim if pooling == "flatten" else dim

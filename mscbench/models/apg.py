@@ -1,0 +1,71 @@
+"""APG: every backbone layer's parameters generated per sample from a condition, in low-rank form.
+
+Yan et al., APG: Adaptive Parameter Generation Network for Click-Through Rate Prediction (NeurIPS 2022),
+spec §6.14. Hidden layer l of the backbone, condition z (group-wise: the scenario embedding e_t):
+
+    S_l(z) = reshape_{k×k}(hypernet_l(z)),   W_l(z) = U_l S_l(z) V_l,   b_l(z) = hypernet_l(z)'s last d_{l+1}
+    U_l = U_l,left U_l,right  (d_l×P · P×k),   V_l = V_l,left V_l,right  (k×P · P×d_{l+1})
+    h_{l+1} = Dropout(ReLU( ((h_l U_l) S_l(z)) V_l + b_l(z) )),   h_0 = ⊕_f e_f ⊕ e_t ⊕ z_dense
+    logit   = w_o^T h_L + b_o
+
+Parameters per generated layer: P·(d_l + 2k + d_{l+1}) + |hypernet with k² + d_{l+1} outputs|.
+The condition may also be the layer input itself (self-wise) or both (mix-wise). The only
+scenario-owned parameters are the rows of e_t's table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from mscbench.data.batch import Batch
+from mscbench.data.manifest import Manifest
+from mscbench.models.base import ModelOutput, register
+from mscbench.models.layers import APGLinear, FeatureEmbedding
+
+
+@dataclass(frozen=True)
+class APGConfig:
+    """Hyperparameters of `apg` (defaults: FuxiCTR's APG config on MI-DPG's backbone)."""
+
+    embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t
+    hidden: tuple[int, ...] = (128, 64, 32)  # generated hidden layers' widths (then one plain output unit)
+    rank: int = 8  # k: S(z) is k×k
+    overparam: int = 64  # P ≥ k: width of the over-parameterised factors of U and V
+    hyper_hidden: tuple[int, ...] = (64, 32)  # hypernetwork widths (APG's "small"; "large" is 512-256)
+    condition: Literal["group", "self", "mix"] = "group"  # z = e_t, the layer input, or both
+    dropout: float = 0.0  # dropout after each hidden layer
+
+
+@register("apg", config=APGConfig,
+          description="scenario-conditioned generated layers W(z) = U S(z) V (low rank, over-parameterised)",
+          paper="Yan et al., APG: Adaptive Parameter Generation Network for Click-Through Rate Prediction "
+                "(NeurIPS)", year=2022)
+class APG(nn.Module):
+    def __init__(self, manifest: Manifest, config: APGConfig):
+        super().__init__()
+        self.embedding = FeatureEmbedding(manifest, config.embedding_dim, with_scenario=True)
+        widths = [self.embedding.flat_dim, *config.hidden]
+        self.layers = nn.ModuleList(
+            APGLinear(a, b, self.condition_dim(config, a), config.rank, config.overparam, config.hyper_hidden)
+            for a, b in zip(widths, widths[1:])
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(widths[-1], 1)
+        self.condition = config.condition
+
+    @staticmethod
+    def condition_dim(config: APGConfig, input_dim: int) -> int:
+        return {"group": config.embedding_dim, "self": input_dim,
+                "mix": config.embedding_dim + input_dim}[config.condition]
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        scenario = self.embedding.scenario(batch.scenario)  # [B, d]  e_t
+        h = self.embedding.flat(batch)  # [B, input_dim]  h_0
+        for layer in self.layers:
+            condition = {"group": scenario, "self": h, "mix": torch.cat([scenario, h], dim=1)}[self.condition]
+            h = self.dropout(torch.relu(layer(h, condition)))  # [B, d_{l+1}]
+        return ModelOutput(self.output(h).squeeze(1))

@@ -1,0 +1,55 @@
+"""DeepFM: a factorisation machine and an MLP sharing the field embeddings, logits summed.
+
+Spec §6.3, fields = the sparse fields, the scenario id, each mean-pooled sequence and (by default)
+each dense value z_d as the field vector v_d · z_d:
+
+    y_FM  = b + Σ_f w_f[x_f] + w_d^T z + ½ Σ_k [ (Σ_f v_{f,k})² - Σ_f v_{f,k}² ]
+    logit = y_FM + w^T MLP(⊕_f v_f ⊕ z) + b'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mscbench.data.batch import Batch
+from mscbench.data.manifest import Manifest
+from mscbench.models.base import ModelOutput, register
+from mscbench.models.layers import EMBEDDING_INIT_STD, MLP, FeatureEmbedding, FeatureLinear, FMInteraction
+
+
+@dataclass(frozen=True)
+class DeepFMConfig:
+    """Hyperparameters of `deepfm` (defaults: SAML's public setting; the paper: 10-dim, 400-400-400)."""
+
+    embedding_dim: int = 12  # width of the field embeddings shared by the FM and the MLP
+    hidden: tuple[int, ...] = (128, 64)  # MLP layer widths
+    dropout: float = 0.0  # dropout after each hidden layer
+    dense_in_fm: bool = True  # dense values also enter the FM as fields v_d · z_d (else only the MLP)
+
+
+@register("deepfm", config=DeepFMConfig, description="FM (first + second order) + MLP over shared embeddings",
+          paper="Guo et al., DeepFM: A Factorization-Machine based Neural Network for CTR Prediction (IJCAI)",
+          year=2017)
+class DeepFM(nn.Module):
+    def __init__(self, manifest: Manifest, config: DeepFMConfig):
+        super().__init__()
+        self.first_order = FeatureLinear(manifest, with_scenario=True)
+        self.embedding = FeatureEmbedding(manifest, config.embedding_dim, with_scenario=True)
+        self.dense_vectors = nn.Parameter(  # v_d per dense feature
+            torch.randn(len(manifest.dense), config.embedding_dim) * EMBEDDING_INIT_STD
+        ) if config.dense_in_fm else None
+        self.interaction = FMInteraction()
+        self.mlp = MLP(self.embedding.flat_dim, config.hidden, config.dropout, output_dim=1)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        vectors = self.embedding.pooled_fields(batch)  # [B, F+1+S, d]
+        fm_fields = vectors
+        if self.dense_vectors is not None:
+            dense_fields = batch.dense.unsqueeze(2) * self.dense_vectors  # [B, D, d]
+            fm_fields = torch.cat([vectors, dense_fields], dim=1)  # [B, F+1+S+D, d]
+        fm = self.first_order(batch) + self.interaction(fm_fields)  # [B]
+        deep = self.mlp(torch.cat([vectors.flatten(1), batch.dense], dim=1)).squeeze(1)  # [B]
+        return ModelOutput(fm + deep)

@@ -1,0 +1,58 @@
+"""DIN (Deep Interest Network): the user's behaviours weighted by their relevance to the target item.
+
+Spec §6.5, with ReLU everywhere and main MLP 128-64 (SAML's setting). Item vectors concatenate the
+fields a sequence shares with the target (e.g. item_id ⊕ category):
+
+    a_i   = FFN([e_i ⊕ e_a ⊕ (e_i - e_a) ⊕ (e_i ⊙ e_a)]), FFN 80-40-1  (paper eq. 3, activation unit)
+    v_U   = Σ_{i present} a_i · e_i                                       (no softmax; padding masked)
+    logit = w^T MLP(v_U ⊕ e_a ⊕ ⊕_{other f} e_f ⊕ e_scenario ⊕ z) + b
+
+Sequences without a target field (e.g. a behaviour type) have no item vector and are not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mscbench.data.batch import Batch
+from mscbench.data.manifest import Manifest
+from mscbench.models.base import ModelOutput, register
+from mscbench.models.layers import MLP, ActivationUnit, FeatureEmbedding, item_vectors
+
+
+@dataclass(frozen=True)
+class DINConfig:
+    """Hyperparameters of `din` (defaults: SAML's public setting; the paper: MLP 200-80 with Dice)."""
+
+    embedding_dim: int = 12  # width of every field embedding
+    attention_hidden: tuple[int, ...] = (80, 40)  # activation-unit FFN widths
+    hidden: tuple[int, ...] = (128, 64)  # main MLP layer widths
+    dropout: float = 0.0  # dropout after each main hidden layer
+
+
+@register("din", config=DINConfig, needs_sequence=True,
+          description="target-aware attention (activation unit) over the behaviour sequence",
+          paper="Zhou et al., Deep Interest Network for Click-Through Rate Prediction (KDD)", year=2018)
+class DIN(nn.Module):
+    def __init__(self, manifest: Manifest, config: DINConfig):
+        super().__init__()
+        self.embedding = FeatureEmbedding(manifest, config.embedding_dim, with_scenario=True)
+        targets = {s.target for s in manifest.sequences if s.target}
+        self.other_fields = [i for i, f in enumerate(manifest.sparse) if f.name not in targets]
+        self.other_fields.append(len(manifest.sparse))  # the scenario field
+        item_dim = len([s for s in manifest.sequences if s.target]) * config.embedding_dim
+        self.attention = ActivationUnit(item_dim, config.attention_hidden)
+        width = 2 * item_dim + len(self.other_fields) * config.embedding_dim + len(manifest.dense)
+        self.mlp = MLP(width, config.hidden, config.dropout, output_dim=1)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        fields = self.embedding.fields(batch)  # [B, F+1, d]
+        sequences = self.embedding.sequence(batch)  # [B, S, L, d]
+        target, behaviours = item_vectors(self.embedding, fields, sequences)  # [B, dv], [B, L, dv]
+        weights = self.attention(behaviours, target, batch.seq_mask)  # [B, L]   activation unit
+        interest = (weights.unsqueeze(2) * behaviours).sum(dim=1)  # [B, dv]   v_U
+        x = torch.cat([interest, target, fields[:, self.other_fields].flatten(1), batch.dense], dim=1)
+        return ModelOutput(self.mlp(x).squeeze(1), extras={"attention": weights})

@@ -1,0 +1,107 @@
+"""PEPNet: EPNet personalises the embeddings with the scenario prior, PPNet the hidden units with id priors.
+
+Chang et al., PEPNet: Parameter and Embedding Personalized Network for Infusing with Personalized Prior
+Information (KDD 2023), spec §6.12, with GateNU(x) = γ·σ(W_2^T ReLU(W_1^T x + b_1) + b_2) ∈ (0, γ), γ = 2:
+
+    E        = [e_1; …; e_k]                             (field embeddings, pooled sequences as fields)
+    δ_domain = GateNU(e_t ⊕ sg(E)),   O_ep = δ_domain ⊗ E            (EPNet: one gate per field, or per dim)
+    h_0      = O_ep ⊕ z
+    δ^l      = GateNU_l(O_prior ⊕ sg(h_0)),   h_{l+1} = ReLU(W_l^T h_l + b_l) ⊙ δ^l      (PPNet)
+    logit    = w_o^T h_L + b_o
+
+e_t is the scenario embedding and O_prior the embeddings of the prior id fields (user, item, author).
+The stop-gradients keep each gate from reshaping the representation it selects from. `use_epnet` and
+`use_ppnet` switch the two halves; the only scenario-owned parameters are the rows of e_t's table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from mscbench.config import ConfigError
+from mscbench.data.batch import Batch
+from mscbench.data.manifest import Manifest
+from mscbench.models.base import ModelOutput, register
+from mscbench.models.layers import EMBEDDING_INIT_STD, FeatureEmbedding, GateNU
+
+
+@dataclass(frozen=True)
+class PEPNetConfig:
+    """Hyperparameters of `pepnet` (defaults: MI-DPG's backbone; gates as FuxiCTR's PPNet)."""
+
+    embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t
+    hidden: tuple[int, ...] = (128, 64, 32)  # backbone MLP widths (then one output unit)
+    gate_hidden: int = 64  # hidden width of every GateNU
+    gamma: float = 2.0  # gate range (0, γ)
+    epnet_granularity: Literal["field", "dim"] = "field"  # one EPNet gate per field, or per embedding dim
+    prior_fields: tuple[str, ...] = ()  # PPNet's prior id fields; () = the user field and first item field
+    use_epnet: bool = True  # personalise the embeddings with the scenario prior
+    use_ppnet: bool = True  # personalise the hidden units with the id priors
+    dropout: float = 0.0  # dropout after each hidden layer
+
+
+def prior_field_positions(manifest: Manifest, names: tuple[str, ...]) -> list[int]:
+    """Positions in `batch.sparse` of the PPNet prior fields."""
+    sparse = [f.name for f in manifest.sparse]
+    if not names:
+        first_item = next((f.name for f in manifest.sparse if f.side == "item"), None)
+        names = tuple(name for name in (manifest.user, first_item) if name is not None)
+    unknown = [name for name in names if name not in sparse]
+    if unknown:
+        raise ConfigError(f"model pepnet: prior_fields {unknown} are not sparse fields of {manifest.name!r} "
+                          f"({', '.join(sparse)})")
+    return [sparse.index(name) for name in names]
+
+
+@register("pepnet", config=PEPNetConfig,
+          description="EPNet + PPNet gate units (γ·σ in (0, 2)), scenario as prior",
+          paper="Chang et al., PEPNet: Parameter and Embedding Personalized Network for Infusing with "
+                "Personalized Prior Information (KDD)", year=2023)
+class PEPNet(nn.Module):
+    def __init__(self, manifest: Manifest, config: PEPNetConfig):
+        super().__init__()
+        self.embedding = FeatureEmbedding(manifest, config.embedding_dim)
+        dim = config.embedding_dim
+        fields = self.embedding.num_fields + self.embedding.num_sequences  # k
+        width = self.embedding.flat_dim
+        self.scenario_embedding = self.embedding_gate = None
+        if config.use_epnet:
+            self.scenario_embedding = nn.Embedding(manifest.num_scenarios, dim)  # e_t
+            nn.init.normal_(self.scenario_embedding.weight, std=EMBEDDING_INIT_STD)
+            gates = fields if config.epnet_granularity == "field" else fields * dim
+            self.embedding_gate = GateNU(dim + fields * dim, gates, config.gate_hidden, config.gamma)
+        widths = [width, *config.hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.prior_fields = prior_field_positions(manifest, config.prior_fields) if config.use_ppnet else []
+        self.hidden_gates = nn.ModuleList(
+            GateNU(len(self.prior_fields) * dim + width, size, config.gate_hidden, config.gamma)
+            for size in config.hidden
+        ) if config.use_ppnet else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(widths[-1], 1)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        general = self.embedding.pooled_fields(batch)  # [B, k, d]  E
+        extras = {}
+        personalised = general
+        if self.embedding_gate is not None:  # EPNet
+            prior = self.scenario_embedding(batch.scenario)  # [B, d]  e_t
+            gate = self.embedding_gate(torch.cat([prior, general.detach().flatten(1)], dim=1))  # [B, k | k·d]
+            personalised = general * gate.view(len(general), general.shape[1], -1)  # [B, k, d]  O_ep
+            extras["embedding_gate"] = gate
+        h = torch.cat([personalised.flatten(1), batch.dense], dim=1)  # [B, input_dim]  h_0
+        gate_input = None
+        if self.hidden_gates is not None:  # PPNet
+            prior = general[:, self.prior_fields].flatten(1)  # [B, |prior|·d]  O_prior
+            gate_input = torch.cat([prior, h.detach()], dim=1)
+        for l, layer in enumerate(self.layers):
+            h = torch.relu(layer(h))  # [B, d_{l+1}]
+            if gate_input is not None:
+                extras[f"hidden_gate_{l}"] = self.hidden_gates[l](gate_input)  # [B, d_{l+1}]  δ^l
+                h = h * extras[f"hidden_gate_{l}"]
+            h = self.dropout(h)
+        return ModelOutput(self.output(h).squeeze(1), extras=extras)
