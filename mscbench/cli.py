@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -236,16 +235,10 @@ def parse_int(text: str, option: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a `UserError` becomes one red line on stderr and exit code 2, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)  # standalone: typer prints usage errors and help itself, then exits
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except UserError as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
-    except click.ClickException as error:
-        error.show()
-        return error.exit_code
-    except click.exceptions.Exit as error:
-        return error.exit_code
-    except click.Abort:
-        errors.print("aborted")
-        return 130
     return 0

@@ -112,7 +112,7 @@ def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None,
     predictions = {"prob": prediction.prob.astype(np.float32), "label": test.label.numpy(),
                    "scenario": test.scenario.numpy()}
     store.finish(plan.run_id, record, history, model_state, predictions)
-    return record
+    return store.load(plan.run_id)  # exactly what a later reuse of this run will read
 
 
 def train_and_predict(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, checkpoint: Path,

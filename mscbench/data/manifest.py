@@ -1,0 +1,136 @@
+"""The prepared-dataset contract: `manifest.json` describes every feature, the scenarios and the splits.
+
+A prepared dataset is a directory `<data-dir>/<name>/<variant>/` holding one Parquet file per split and
+`manifest.json`. The directory is complete only when the manifest exists; it is written last, atomically.
+Ids are contiguous integers built from the training split only: 0 is padding, 1 is out-of-vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA = 1
+PADDING_ID = 0
+OOV_ID = 1
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class SparseFeature:
+    """A categorical field. Fields with the same `table` share one embedding table (and vocabulary)."""
+
+    name: str
+    vocab_size: int  # including the padding (0) and out-of-vocabulary (1) rows
+    table: str  # embedding-table name; equals `name` unless shared (target item and its sequence)
+    side: str = "context"  # "user", "item" or "context": which entity the field describes
+
+
+@dataclass(frozen=True)
+class SequenceFeature:
+    """A behaviour sequence: the user's last `max_len` events strictly before the impression.
+
+    Stored left-padded with 0, most recent last. `target` names the sparse field of the impression that
+    this sequence is compared with (same embedding table), e.g. `hist_item` -> `item_id`.
+    """
+
+    name: str
+    vocab_size: int
+    table: str
+    max_len: int
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class ScenarioInfo:
+    column: str
+    names: list[str]  # index = scenario id
+    rows: dict[str, list[int]]  # split -> rows per scenario
+    positives: dict[str, list[int]]  # split -> positive labels per scenario
+    merged: list[str] = field(default_factory=list)  # raw values merged into "other" for being too small
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    variant: str
+    preparer_version: str
+    label: str
+    sparse: list[SparseFeature]
+    dense: list[str]
+    sequences: list[SequenceFeature]
+    scenario: ScenarioInfo
+    splits: dict[str, str]  # split -> Parquet file name, relative to the dataset directory
+    user: str | None = None  # sparse field naming the user, for GAUC
+    oracle: str | None = None  # column holding the true click probability (synthetic data only)
+    sequence_gap: str | None = None  # column of bucketised time gaps [L] aligned with the sequences
+    fingerprint: dict[str, str] = field(default_factory=dict)  # raw file -> "size:sha256" (or the generator)
+    notes: dict[str, object] = field(default_factory=dict)  # preparer facts: bad rows, dropped rows, ...
+    schema: int = MANIFEST_SCHEMA
+
+    @property
+    def num_scenarios(self) -> int:
+        return self.scenario.count
+
+    @property
+    def sequence_length(self) -> int:
+        return self.sequences[0].max_len if self.sequences else 0
+
+    def rows(self, split: str) -> int:
+        return sum(self.scenario.rows[split])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Manifest:
+        raw = dict(raw)
+        if raw.get("schema") != MANIFEST_SCHEMA:
+            raise ValueError(f"manifest schema {raw.get('schema')!r} is not {MANIFEST_SCHEMA}: re-run prepare")
+        raw["sparse"] = [SparseFeature(**f) for f in raw["sparse"]]
+        raw["sequences"] = [SequenceFeature(**f) for f in raw["sequences"]]
+        raw["scenario"] = ScenarioInfo(**raw["scenario"])
+        return cls(**raw)
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        return Manifest.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as error:
+        raise ValueError(f"{path} is corrupt ({error}): re-run `mscbench prepare`") from error
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; a shared data dir needs 0644
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    write_atomic(Path(directory) / MANIFEST_FILE, manifest.to_json())

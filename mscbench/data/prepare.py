@@ -1,0 +1,336 @@
+"""The generic preparer: a raw impression log and its spec -> a prepared dataset.
+
+Output, in `<data-dir>/<name>/<variant>/`: `train.parquet`, `valid.parquet`, `test.parquet` and, last,
+`manifest.json`. Each Parquet holds the encoded columns under their raw names: sparse ids (Int64; 0 is
+padding, 1 out-of-vocabulary, vocabularies from the training split only), standardised dense values
+(Float32, training mean and standard deviation, missing -> 0), sequences as fixed-size arrays
+(left-padded with 0, most recent last), bucketised sequence time gaps, the scenario id, the label
+(Float32), the oracle probability, and `user_key` (a hash of the raw user, so that users unseen in
+training stay apart in GAUC even though they share the out-of-vocabulary id).
+
+Everything is written into a hidden staging folder beside the target and renamed into place, so a
+folder without a manifest never looks prepared (nor is listed or found); the queries are lazy polars
+plans that stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from mscbench.data.errors import DataError
+from mscbench.data.manifest import (
+    MANIFEST_FILE, OOV_ID, SPLITS, Manifest, ScenarioInfo, SequenceFeature, SparseFeature, read_manifest,
+    write_manifest,
+)
+from mscbench.data.sources.synthetic import DEFAULT_ROWS, SyntheticParams, generate, synthetic_spec
+from mscbench.data.spec import SPLIT_COLUMN, DatasetSpec
+
+PREPARER_VERSION = "1"
+DEFAULT_VARIANT = "default"
+FIRST_ID = OOV_ID + 1
+GAP_BUCKETS = 32  # bucket = min(floor(log2(seconds + 1)), 31), at least 1 so that 0 stays padding
+USER_KEY = "user_key"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    path: Path
+    manifest: Manifest
+    reused: bool  # an identical complete dataset was already there; nothing was written
+
+
+@dataclass(frozen=True)
+class TrainingStatistics:
+    counts: pl.DataFrame  # split, scenario (raw), rows, positives
+    scenarios: list  # raw scenario values, sorted: index = scenario id
+    vocabularies: dict[str, pl.Series]  # sparse column -> raw values in id order (from FIRST_ID)
+    dense_mean: dict[str, float]
+    dense_std: dict[str, float]
+
+
+def dataset_dir(data_dir: Path, name: str, variant: str = DEFAULT_VARIANT) -> Path:
+    return Path(data_dir) / name / variant
+
+
+def complete_manifest(directory: Path) -> Manifest | None:
+    """The manifest of a complete prepared dataset; None when absent or unreadable (prepare again)."""
+    if not (Path(directory) / MANIFEST_FILE).is_file():
+        return None
+    try:
+        return read_manifest(directory)
+    except ValueError:
+        return None
+
+
+def list_prepared(data_dir: Path) -> list[tuple[str, str, Manifest]]:
+    """(name, variant, manifest) of every complete prepared dataset, sorted (staging folders are hidden)."""
+    found = []
+    for manifest_path in sorted(Path(data_dir).glob(f"[!.]*/[!.]*/{MANIFEST_FILE}")):
+        directory = manifest_path.parent
+        manifest = complete_manifest(directory)
+        if manifest is not None:
+            found.append((directory.parent.name, directory.name, manifest))
+    return found
+
+
+def find_prepared(data_dir: Path, dataset: str) -> Path:
+    """The directory of `NAME/VARIANT`, or of `NAME` alone: its "default" variant, else its only one."""
+    name, _, variant = dataset.partition("/")
+    variants = [v for n, v, _ in list_prepared(data_dir) if n == name]
+    if variant and variant in variants:
+        return dataset_dir(data_dir, name, variant)
+    if not variant and DEFAULT_VARIANT in variants:
+        return dataset_dir(data_dir, name)
+    if not variant and len(variants) == 1:
+        return dataset_dir(data_dir, name, variants[0])
+    if not variant and variants:
+        raise DataError(f"dataset {name!r} has several prepared variants ({', '.join(variants)}): "
+                        f"name one as {name}/VARIANT")
+    raise DataError(f"dataset {dataset!r} is not prepared in {data_dir}: run `mscbench prepare {name}`")
+
+
+def prepare_synthetic(data_dir: Path, rows: int | None = None, scenarios: int = 5, seed: int = 0,
+                      progress: Progress | None = None) -> PrepareResult:
+    """Generate and prepare the synthetic dataset (variant "default" for the default arguments)."""
+    params = SyntheticParams(rows or DEFAULT_ROWS, scenarios, seed)
+    report = progress or ignore
+
+    def load() -> pl.LazyFrame:
+        report(f"generating {params.rows:,} synthetic impressions")
+        return generate(params).lazy()
+
+    return prepare(synthetic_spec(params), load, data_dir, progress)
+
+
+def prepare(spec: DatasetSpec, load: Callable[[], pl.LazyFrame], data_dir: Path,
+            progress: Progress | None = None) -> PrepareResult:
+    """Prepare `load()` as `spec` says, unless an identical complete dataset already exists."""
+    report = progress or ignore
+    target = dataset_dir(data_dir, spec.name, spec.variant)
+    fingerprint = {**spec.fingerprint, "spec": spec_digest(spec)}
+    existing = complete_manifest(target)
+    if existing is not None and existing.fingerprint == fingerprint \
+            and existing.preparer_version == PREPARER_VERSION:
+        report(f"{target} is already prepared with the same inputs")
+        return PrepareResult(target, existing, reused=True)
+    staging = fresh_staging(target)
+    try:
+        manifest = write_prepared(spec, load(), staging, fingerprint, report)
+        publish(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report(f"prepared {target}")
+    return PrepareResult(target, manifest, reused=False)
+
+
+def ignore(message: str) -> None:
+    """The progress callback used when the caller gives none."""
+
+
+def spec_digest(spec: DatasetSpec) -> str:
+    """Identifies everything in the spec but the raw input (which its fingerprint identifies)."""
+    return hashlib.sha256(repr(dataclasses.replace(spec, fingerprint={})).encode()).hexdigest()[:16]
+
+
+def fresh_staging(target: Path) -> Path:
+    """An empty hidden folder beside `target`; leftovers of an interrupted prepare are removed first."""
+    staging = target.with_name(f".{target.name}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and complete_manifest(target) is None:
+            shutil.rmtree(target)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    except OSError as error:
+        raise DataError(f"cannot write prepared data under {target.parent} ({error.strerror or error}): "
+                        f"pass a writable --data-dir or fix its permissions") from error
+    return staging
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Move the complete `staging` folder to `target`, replacing an older version of it."""
+    retired = target.with_name(f".{target.name}.retired")
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_prepared(spec: DatasetSpec, frame: pl.LazyFrame, directory: Path, fingerprint: dict[str, str],
+                   report: Progress) -> Manifest:
+    frame = checked(frame, spec).with_columns(spec.split.assign())
+    report("counting scenarios and building vocabularies from the training split")
+    statistics = training_statistics(frame, spec)
+    report("writing the encoded splits")
+    encoded = encode(frame, spec, statistics)
+    pl.collect_all([encoded.filter(pl.col(SPLIT_COLUMN) == split).drop(SPLIT_COLUMN)
+                    .sink_parquet(directory / f"{split}.parquet", lazy=True) for split in SPLITS],
+                   engine="streaming")
+    manifest = build_manifest(spec, statistics, fingerprint)
+    write_manifest(directory, manifest)
+    return manifest
+
+
+def checked(frame: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
+    """`frame`, after checking that it has every column the spec names, with compatible types."""
+    schema = frame.collect_schema()
+    missing = [name for name in spec.columns() if name not in schema]
+    if missing:
+        raise DataError(f"{spec.name}: column(s) {', '.join(missing)} not found; the data has "
+                        f"{', '.join(schema.names())}")
+    sparse = {column.name for column in spec.sparse}
+    for sequence in spec.sequences:
+        expected = pl.List(schema[sequence.target]) if sequence.target in sparse else None
+        if schema[sequence.name] != expected:
+            raise DataError(f"{spec.name}: sequence {sequence.name!r} must be a list of its target sparse "
+                            f"column {sequence.target!r}'s values, found {schema[sequence.name]}")
+    if len({sequence.max_len for sequence in spec.sequences}) > 1:
+        raise DataError(f"{spec.name}: all sequences must have the same max_len")
+    if spec.sequence_gap and not isinstance(schema[spec.sequence_gap], pl.List):
+        raise DataError(f"{spec.name}: sequence gap column {spec.sequence_gap!r} must be a list of seconds")
+    return frame
+
+
+def binary_label(spec: DatasetSpec) -> pl.Expr:
+    return pl.col(spec.label).cast(pl.Float64, strict=False)
+
+
+def numeric(name: str) -> pl.Expr:
+    """A dense column as floats; values that are NaN or do not parse count as missing."""
+    return pl.col(name).cast(pl.Float64, strict=False).fill_nan(None)
+
+
+def training_statistics(frame: pl.LazyFrame, spec: DatasetSpec) -> TrainingStatistics:
+    """Rows and positives per split and scenario; vocabularies and dense statistics from training rows."""
+    train = frame.filter(pl.col(SPLIT_COLUMN) == "train")
+    label = binary_label(spec)
+    counts_query = frame.group_by(SPLIT_COLUMN, spec.scenario).agg(
+        rows=pl.len(), positives=label.sum(), not_binary=(~label.is_in([0.0, 1.0]).fill_null(False)).sum())
+    dense_query = train.select(*(numeric(name).mean().alias(f"mean:{name}") for name in spec.dense),
+                               *(numeric(name).std(ddof=0).alias(f"std:{name}") for name in spec.dense))
+    counts, dense, *vocabularies = pl.collect_all(
+        [counts_query, dense_query, *(vocabulary_query(train, spec, column.name) for column in spec.sparse)],
+        engine="streaming")
+    scenarios = checked_counts(counts, spec)
+    return TrainingStatistics(
+        counts=counts, scenarios=scenarios,
+        vocabularies={column.name: values["value"] for column, values in zip(spec.sparse, vocabularies)},
+        dense_mean={name: dense[f"mean:{name}"].item() or 0.0 for name in spec.dense},
+        dense_std={name: dense[f"std:{name}"].item() or 1.0 for name in spec.dense},
+    )
+
+
+def vocabulary_query(train: pl.LazyFrame, spec: DatasetSpec, column: str) -> pl.LazyFrame:
+    """Training values of `column` and of the sequences sharing its table, most frequent first."""
+    values = [train.select(pl.col(column).alias("value"))]
+    values += [train.select(pl.col(sequence.name).list.tail(sequence.max_len).explode().alias("value"))
+               for sequence in spec.sequences if sequence.target == column]
+    return (pl.concat(values).drop_nulls().group_by("value").agg(count=pl.len())
+            .filter(pl.col("count") >= spec.min_count)
+            .sort(["count", "value"], descending=[True, False]))
+
+
+def checked_counts(counts: pl.DataFrame, spec: DatasetSpec) -> list:
+    """The sorted raw scenario values, after checking the label, the scenarios and the training split."""
+    not_binary = counts["not_binary"].sum()
+    if not_binary:
+        raise DataError(f"{spec.name}: label column {spec.label!r} has {not_binary} values other than 0 "
+                        f"and 1: map it to 0/1 first")
+    if counts[spec.scenario].null_count():
+        raise DataError(f"{spec.name}: scenario column {spec.scenario!r} has missing values: "
+                        f"fill or drop them")
+    if counts.filter(pl.col(SPLIT_COLUMN) == "train").is_empty():
+        raise DataError(f"{spec.name}: the split {spec.split.describe()} leaves no training rows: "
+                        f"check its boundaries")
+    return counts[spec.scenario].unique().sort().to_list()
+
+
+def encode(frame: pl.LazyFrame, spec: DatasetSpec, statistics: TrainingStatistics) -> pl.LazyFrame:
+    """The prepared columns (and the split): ids, standardised values, padded sequences."""
+    length = spec.sequences[0].max_len if spec.sequences else 0
+    vocabularies = statistics.vocabularies
+    columns = [
+        pl.col(SPLIT_COLUMN),
+        pl.col(spec.scenario).replace_strict(statistics.scenarios, range(len(statistics.scenarios)),
+                                             return_dtype=pl.Int64),
+        binary_label(spec).cast(pl.Float32),
+        *(encoded_ids(pl.col(column.name), vocabularies[column.name]) for column in spec.sparse),
+        *(((numeric(name) - statistics.dense_mean[name]) / statistics.dense_std[name])
+          .fill_null(0.0).cast(pl.Float32) for name in spec.dense),
+        *(left_padded(pl.col(sequence.name).list.tail(length)
+                      .list.eval(encoded_ids(pl.element(), vocabularies[sequence.target])), length)
+          .alias(sequence.name) for sequence in spec.sequences),
+    ]
+    if spec.sequence_gap:
+        gaps = pl.col(spec.sequence_gap).list.tail(length).list.eval(gap_bucket(pl.element()))
+        columns.append(left_padded(gaps, length).alias(spec.sequence_gap))
+    if spec.user:
+        columns.append(pl.col(spec.user).hash(seed=0).reinterpret(signed=True).alias(USER_KEY))
+    if spec.oracle:
+        columns.append(pl.col(spec.oracle).cast(pl.Float64))
+    return frame.select(columns)
+
+
+def encoded_ids(values: pl.Expr, vocabulary: pl.Series) -> pl.Expr:
+    ids = pl.int_range(FIRST_ID, FIRST_ID + len(vocabulary), eager=True)
+    return values.replace_strict(vocabulary, ids, default=OOV_ID, return_dtype=pl.Int64)
+
+
+def gap_bucket(seconds: pl.Expr) -> pl.Expr:
+    """log2 buckets of the time from a behaviour to the impression; 0 is left for padding."""
+    return (seconds.cast(pl.Float64).clip(lower_bound=0.0).add(1.0).log(2).floor()
+            .clip(1, GAP_BUCKETS - 1).cast(pl.Int64))
+
+
+def left_padded(lists: pl.Expr, length: int) -> pl.Expr:
+    """Lists of at most `length` ids as fixed-size arrays, left-padded with 0 (a missing list: all 0)."""
+    padding = pl.lit([0] * length, dtype=pl.List(pl.Int64))
+    present = lists.fill_null(pl.lit([], dtype=pl.List(pl.Int64)))
+    return pl.concat_list(padding, present).list.tail(length).list.to_array(length)
+
+
+def build_manifest(spec: DatasetSpec, statistics: TrainingStatistics,
+                   fingerprint: dict[str, str]) -> Manifest:
+    vocab_size = {name: len(values) + FIRST_ID for name, values in statistics.vocabularies.items()}
+    return Manifest(
+        name=spec.name, variant=spec.variant, preparer_version=PREPARER_VERSION, label=spec.label,
+        sparse=[SparseFeature(c.name, vocab_size[c.name], c.name, c.side) for c in spec.sparse],
+        dense=list(spec.dense),
+        sequences=[SequenceFeature(s.name, vocab_size[s.target], s.target, s.max_len, s.target)
+                   for s in spec.sequences],
+        scenario=scenario_info(spec, statistics),
+        splits={split: f"{split}.parquet" for split in SPLITS},
+        user=spec.user, oracle=spec.oracle, sequence_gap=spec.sequence_gap, fingerprint=fingerprint,
+        notes={"split": spec.split.describe(), "rows_without_split": rows_without_split(statistics),
+               "min_count": spec.min_count,
+               "dense_mean": statistics.dense_mean, "dense_std": statistics.dense_std},
+    )
+
+
+def rows_without_split(statistics: TrainingStatistics) -> int:
+    return int(statistics.counts.filter(pl.col(SPLIT_COLUMN).is_null())["rows"].sum())
+
+
+def scenario_info(spec: DatasetSpec, statistics: TrainingStatistics) -> ScenarioInfo:
+    def per_scenario(split: str, measure: str) -> list[int]:
+        rows = statistics.counts.filter(pl.col(SPLIT_COLUMN) == split)
+        found = dict(zip(rows[spec.scenario].to_list(), rows[measure].to_list()))
+        return [int(found.get(value, 0)) for value in statistics.scenarios]
+
+    return ScenarioInfo(
+        column=spec.scenario, names=[str(value) for value in statistics.scenarios],
+        rows={split: per_scenario(split, "rows") for split in SPLITS},
+        positives={split: per_scenario(split, "positives") for split in SPLITS},
+    )
