@@ -52,3 +52,13 @@ def random_batch(manifest: Manifest, size: int = 32, scenarios: list[int] | None
         sparse=sparse, dense=torch.randn(size, len(manifest.dense), generator=generator), seq=seq,
         seq_gap=gap, scenario=scenario, label=(torch.rand(size, generator=generator) < 0.3).float(),
     )
+
+
+def owned_gradients(model, scenario: int) -> list[torch.Tensor | None]:
+    """The gradients of what `model.scenario_parameters(scenario)` names: whole parameters, or the rows of
+    `(parameter, rows)` pairs (scenario-owned rows of a shared table)."""
+    grads = []
+    for owned in model.scenario_parameters(scenario):
+        parameter, rows = owned if isinstance(owned, tuple) else (owned, slice(None))
+        grads.append(None if parameter.grad is None else parameter.grad[rows])
+    return grads

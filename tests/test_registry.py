@@ -7,17 +7,51 @@ import io
 import pytest
 import torch
 
+from torch import nn
+
 from mscbench.models import REGISTRY, build_model
 from mscbench.models.base import ConfigError, get_card
-from tests.helpers import random_batch, tiny_manifest
+from mscbench.train.trainer import advance_schedules
+from tests.helpers import owned_gradients, random_batch, tiny_manifest
 
 MODELS = sorted(REGISTRY)
+MULTI_SCENARIO = [n for n in MODELS if hasattr(REGISTRY[n].builder, "scenario_parameters")]
+SMALL_CEL = {"embedding": "cel", "cel_compression": 4.0, "cel_split_every": 1, "cel_reassign_every": 2}
 
 
-def built(name: str, seed: int = 0):
+def built(name: str, seed: int = 0, **values):
     torch.manual_seed(seed)
     manifest = tiny_manifest()
-    return manifest, build_model(name, manifest)
+    return manifest, build_model(name, manifest, values)
+
+
+def train_steps(model: nn.Module, manifest, steps: int = 3) -> None:
+    """A few Adam steps as the trainer takes them: schedules advanced before each step, then once more."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(steps):
+        advance_schedules(model, step)
+        batch = random_batch(manifest, 16, seed=step)
+        output = model(batch)
+        loss = nn.functional.binary_cross_entropy_with_logits(output.logit, batch.label)
+        optimizer.zero_grad()
+        (loss if output.aux_loss is None else loss + output.aux_loss).backward()
+        optimizer.step()
+    advance_schedules(model, steps)
+
+
+def saved_and_loaded(model: nn.Module, fresh: nn.Module) -> nn.Module:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    return fresh
+
+
+def is_running_statistic(name: str) -> bool:
+    """Buffers a training forward may move, as BatchNorm's: statistics of the data, never schedules."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf.startswith("running_") or leaf == "num_batches_tracked"
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -31,20 +65,29 @@ def test_forward_gives_one_finite_logit_per_sample(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_state_dict_round_trip_gives_identical_predictions(name):
+def test_a_trained_model_saved_and_loaded_predicts_identically(name):
+    """Anything that affects predictions (weights, running statistics, schedules, cluster state) is in the
+    state dict: a fresh model of another seed, loaded with it, predicts the same to the bit."""
     manifest, model = built(name, seed=1)
-    batch = random_batch(manifest, 16)
-    model.train()
-    model(batch).logit.sum().backward()  # a training pass, so that any running state moves
-    model.eval()
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    _, fresh = built(name, seed=2)
-    buffer.seek(0)
-    fresh.load_state_dict(torch.load(buffer, weights_only=True))
-    fresh.eval()
+    train_steps(model, manifest)
+    fresh = saved_and_loaded(model, built(name, seed=2)[1])
+    batch = random_batch(manifest, 16, seed=9)
+    model.eval(), fresh.eval()
     with torch.no_grad():
         assert torch.equal(model(batch).logit, fresh(batch).logit)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_training_forward_moves_no_schedule(name):
+    """Schedules move only in `advance_schedule` (the trainer's step): a training forward and backward
+    leaves every buffer as it was, except running statistics of the data (BatchNorm-style)."""
+    manifest, model = built(name)
+    model.train()
+    before = {k: v.clone() for k, v in model.named_buffers() if not is_running_statistic(k)}
+    model(random_batch(manifest, 16)).logit.sum().backward()
+    after = dict(model.named_buffers())
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), f"forward moved {key}"
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -63,19 +106,85 @@ def test_evaluation_is_pure_and_batch_independent(name):
     torch.testing.assert_close(alone, first, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if hasattr(REGISTRY[n].builder, "scenario_parameters")])
+@pytest.mark.parametrize("name", MULTI_SCENARIO)
 def test_scenario_parameters_get_gradient_only_from_their_scenario(name):
-    """Spec §1.4: one backward pass on scenarios {0, 1}; scenarios 2.. get exactly zero gradient."""
+    """Spec §1.4: one backward pass (data and auxiliary loss) on scenarios {0, 1}; what scenarios 2.. own,
+    whole parameters or rows of a shared table, gets exactly zero gradient."""
     manifest, model = built(name)
-    output = model(random_batch(manifest, 32, scenarios=[0, 1]))
-    torch.nn.functional.binary_cross_entropy_with_logits(output.logit, torch.ones_like(output.logit)).backward()
+    batch = random_batch(manifest, 32, scenarios=[0, 1])
+    output = model(batch)
+    loss = nn.functional.binary_cross_entropy_with_logits(output.logit, torch.ones_like(output.logit))
+    (loss if output.aux_loss is None else loss + output.aux_loss).backward()
     for scenario in range(manifest.num_scenarios):
-        grads = [p.grad for p in model.scenario_parameters(scenario)]
+        grads = owned_gradients(model, scenario)
         assert grads, "scenario_parameters must name the scenario's parameters"
         if scenario < 2:
-            assert any(g is not None and g.abs().sum() > 0 for g in grads), f"scenario {scenario} learns nothing"
+            assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{scenario} learns nothing"
         else:
             assert all(g is None or torch.count_nonzero(g) == 0 for g in grads), f"scenario {scenario} leaks"
+
+
+def rows_seen_by_scenario_modules(model: nn.Module, batch) -> dict[int, set[int]]:
+    """Run `batch` in evaluation and record, for each scenario, how many rows each call of a module owned
+    wholly by that scenario (a tower, an expert, an adapter) received."""
+    seen: dict[int, set[int]] = {}
+    handles = []
+    for scenario in sorted(set(batch.scenario.tolist())):
+        owned = {id(p) for p in model.scenario_parameters(scenario) if isinstance(p, nn.Parameter)}
+        for module in model.modules():
+            parameters = list(module.parameters())
+            if parameters and all(id(p) in owned for p in parameters):
+                def record(module, args, kwargs, scenario=scenario):
+                    first = next(a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor))
+                    seen.setdefault(scenario, set()).add(len(first))
+                handles.append(module.register_forward_pre_hook(record, with_kwargs=True))
+    model.eval()
+    with torch.no_grad():
+        model(batch)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def check_branch_cost(model: nn.Module, manifest) -> None:
+    """Scenario t's own modules see exactly scenario t's rows (1, 2, 3, 4 rows for scenarios 0..3), never
+    the whole batch; a model whose design needs every branch on every row says why in
+    `cross_scenario_compute`, and then its branches must indeed see more rows."""
+    batch = random_batch(manifest, 10, scenarios=[0, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+    counts = torch.bincount(batch.scenario).tolist()
+    seen = rows_seen_by_scenario_modules(model, batch)
+    if getattr(model, "cross_scenario_compute", None):
+        assert any(rows != {counts[t]} for t, rows in seen.items()), "declared cross-scenario, is not"
+        return
+    for scenario, rows in seen.items():
+        assert rows == {counts[scenario]}, f"scenario {scenario}'s branch ran on {rows} rows"
+
+
+@pytest.mark.parametrize("name", MULTI_SCENARIO)
+def test_a_scenarios_branches_run_on_its_own_rows_only(name):
+    manifest, model = built(name)
+    check_branch_cost(model, manifest)
+
+
+class MaskedTowers(nn.Module):
+    """The public implementations' pattern: every tower on the whole batch, the own one selected after."""
+
+    def __init__(self, scenarios: int):
+        super().__init__()
+        self.towers = nn.ModuleList(nn.Linear(2, 1) for _ in range(scenarios))
+
+    def forward(self, batch):
+        logits = torch.cat([tower(batch.dense) for tower in self.towers], dim=1)  # [B, N]
+        return type("Output", (), {"logit": logits.gather(1, batch.scenario[:, None]).squeeze(1)})
+
+    def scenario_parameters(self, scenario: int) -> list[nn.Parameter]:
+        return list(self.towers[scenario].parameters())
+
+
+def test_the_branch_cost_check_catches_towers_run_on_the_whole_batch():
+    manifest = tiny_manifest()
+    with pytest.raises(AssertionError, match="ran on"):
+        check_branch_cost(MaskedTowers(manifest.num_scenarios), manifest)
 
 
 def test_multi_scenario_models_declare_their_scenario_parameters():
@@ -99,3 +208,22 @@ def test_sequence_models_refuse_datasets_without_sequences():
         if card.needs_sequence:
             with pytest.raises(ConfigError, match="needs a behaviour sequence"):
                 build_model(name, manifest)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cel_embeddings_plug_into_every_model_and_their_cluster_state_is_saved(name):
+    """`embedding=cel` on any model: smaller id tables, clusters split and reassigned on the trainer's step,
+    predictions still batch-independent, the cluster state saved with the weights."""
+    manifest, model = built(name, seed=1, **SMALL_CEL)
+    clustered = [m for m in model.modules() if type(m).__name__ == "ClusteredEmbedding"]
+    assert clustered and all(len(table.weight) < len(table.assignment) for table in clustered)
+    train_steps(model, manifest)
+    assert any(int(table.active) > 1 for table in clustered)  # a split happened
+    fresh = saved_and_loaded(model, built(name, seed=2, **SMALL_CEL)[1])
+    model.eval(), fresh.eval()
+    batch = random_batch(manifest, 8, seed=5)
+    with torch.no_grad():
+        first = model(batch).logit
+        assert torch.equal(first, fresh(batch).logit)
+        alone = torch.cat([model(batch.select(torch.tensor([i]))).logit for i in range(8)])
+    torch.testing.assert_close(alone, first, rtol=1e-5, atol=1e-6)

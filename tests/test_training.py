@@ -34,14 +34,15 @@ def test_same_seed_gives_identical_metrics_and_other_seed_differs(data_dir, tmp_
     assert first["overall"]["auc"] != other["overall"]["auc"]
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights(data_dir, tmp_path):
-    plan = plan_run("synthetic", "dnn", data_dir, train_values={"epochs": 2, "batch_size": 512, "patience": 2})
+@pytest.mark.parametrize("name", ["dnn", "adasparse"])  # adasparse: a schedule driven by the global step
+def test_an_interrupted_run_resumes_to_the_same_weights(name, data_dir, tmp_path):
+    plan = plan_run("synthetic", name, data_dir, train_values={"epochs": 2, "batch_size": 512, "patience": 2})
     splits = {s: load_split(plan.dataset_path, plan.manifest, s) for s in ("train", "valid")}
     n = plan.manifest.num_scenarios
 
     def trained(epochs, checkpoint):
         torch.manual_seed(0)
-        model = build_model("dnn", plan.manifest)
+        model = build_model(name, plan.manifest)
         config = dataclasses.replace(plan.train, epochs=epochs)
         result = fit(model, splits["train"], splits["valid"], config, torch.device("cpu"), n, checkpoint)
         return model, result

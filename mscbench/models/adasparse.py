@@ -9,8 +9,8 @@ Prediction (CIKM 2022), spec §6.13, with the pruner placed as in Scenario-Wise-
     logit   = w_o^T (π^L ⊙ h^L) + b_o
 
 The other forms: Scaling π = β·σ(v) with entries < ε set to 0; Binarization π = 1[σ(α v) ≥ ε] (trained
-through σ(α v) by a straight-through estimator). α grows by `alpha_growth` after every training step, so
-σ(α v) sharpens towards a step. Optional sparsity regulariser (spec; its form is not recovered):
+through σ(α v) by a straight-through estimator). α = α_0 + `alpha_growth` · step, set by the trainer before
+every training step (`advance_schedule`), so σ(α v) sharpens towards a step; forward only reads α. Optional sparsity regulariser (spec; its form is not recovered):
 
     aux = λ_s Σ_l [ max(0, r_min - r_l) + max(0, r_l - r_max) ],   r_l = mean σ((ε - β σ(α v^l)) / τ)
 
@@ -41,14 +41,14 @@ class AdaSparseConfig:
     beta: float = 2.0  # factor range (0, β)
     epsilon: float = 0.25  # factors at or below ε are pruned to exactly 0
     alpha: float = 1.0  # initial sharpness α of σ(α v)
-    alpha_growth: float = 1e-4  # added to α after every training forward
+    alpha_growth: float = 1e-4  # added to α per training step
     dropout: float = 0.2  # dropout after each hidden layer
     sparsity_weight: float = 0.0  # λ_s of the sparsity regulariser (0 = off)
     sparsity_band: tuple[float, ...] = (0.1, 0.3)  # (r_min, r_max): target pruned fraction of each layer
     sparsity_temperature: float = 0.05  # τ of the relaxed pruning mask
 
 
-@register("adasparse", config=AdaSparseConfig,
+@register("adasparse", config=AdaSparseConfig, multi_scenario=True,
           description="scenario-conditioned neuron weighting/pruning factors on every layer's input",
           paper="Yang et al., AdaSparse: Learning Adaptively Sparse Structures for Multi-Domain "
                 "Click-Through Rate Prediction (CIKM)", year=2022)
@@ -77,10 +77,16 @@ class AdaSparse(nn.Module):
                 h = self.dropout(torch.relu(self.layers[l](h)))  # [B, d_{l+1}]
             if self.config.sparsity_weight:
                 penalties.append(self.band_penalty(v))
-        if self.training:  # a new tensor: the old α is saved for this step's backward pass
-            self.alpha = self.alpha + self.config.alpha_growth
         aux = self.config.sparsity_weight * torch.stack(penalties).sum() if penalties else None
         return ModelOutput(self.output(h).squeeze(1), aux, extras)
+
+    def advance_schedule(self, step: int) -> None:
+        """α after `step` training steps (a buffer: saved with the weights, read-only in forward)."""
+        self.alpha.fill_(self.config.alpha + self.config.alpha_growth * step)
+
+    def scenario_parameters(self, scenario: int) -> list[tuple[nn.Parameter, int]]:
+        """Scenario t owns row t of the scenario embedding e_t (every other parameter is shared)."""
+        return [(self.embedding.scenario.weight, scenario)]
 
     def factor(self, v: torch.Tensor) -> torch.Tensor:
         """π = form(v), zero where pruned."""

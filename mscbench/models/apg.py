@@ -40,7 +40,7 @@ class APGConfig:
     dropout: float = 0.0  # dropout after each hidden layer
 
 
-@register("apg", config=APGConfig,
+@register("apg", config=APGConfig, multi_scenario=True,
           description="scenario-conditioned generated layers W(z) = U S(z) V (low rank, over-parameterised)",
           paper="Yan et al., APG: Adaptive Parameter Generation Network for Click-Through Rate Prediction "
                 "(NeurIPS)", year=2022)
@@ -69,3 +69,7 @@ class APG(nn.Module):
             condition = {"group": scenario, "self": h, "mix": torch.cat([scenario, h], dim=1)}[self.condition]
             h = self.dropout(torch.relu(layer(h, condition)))  # [B, d_{l+1}]
         return ModelOutput(self.output(h).squeeze(1))
+
+    def scenario_parameters(self, scenario: int) -> list[tuple[nn.Parameter, int]]:
+        """Scenario t owns row t of the scenario embedding e_t (the generators are shared)."""
+        return [(self.embedding.scenario.weight, scenario)]

@@ -16,6 +16,7 @@ from torch import nn
 
 from mscbench.config import ConfigError, build_config, suggest
 from mscbench.data.manifest import Manifest
+from mscbench.models.layers import EmbeddingSettings, cluster_id_embeddings
 
 
 @dataclass
@@ -51,11 +52,20 @@ def register(
     """Class decorator adding a model to the registry under `name`."""
 
     def add(builder: type[nn.Module]) -> type[nn.Module]:
-        REGISTRY[name] = ModelCard(name, builder, config, description, paper, year, needs_sequence,
-                                   multi_scenario)
+        REGISTRY[name] = ModelCard(name, builder, with_embedding_settings(config), description, paper, year,
+                                   needs_sequence, multi_scenario)
         return builder
 
     return add
+
+
+def with_embedding_settings(config: type) -> type:
+    """`config` with the settings every model has (`EmbeddingSettings`: `--set embedding=cel`) after its own.
+
+    The result keeps the config's name, module and source, so it reads and prints as the model's config.
+    """
+    names = {"__module__": config.__module__, "__qualname__": config.__qualname__, "__doc__": config.__doc__}
+    return dataclasses.dataclass(frozen=True)(type(config.__name__, (EmbeddingSettings, config), names))
 
 
 def register_variant(name: str, base: str, description: str, **overrides: Any) -> None:
@@ -78,7 +88,11 @@ def build_model(name: str, manifest: Manifest, values: dict[str, Any] | None = N
     card = get_card(name)
     if card.needs_sequence and not manifest.sequences:
         raise ConfigError(f"model {name!r} needs a behaviour sequence and dataset {manifest.name!r} has none")
-    return card.builder(manifest, card.make_config(values))
+    config = card.make_config(values)
+    model = card.builder(manifest, config)
+    if config.embedding == "cel":
+        cluster_id_embeddings(model, manifest, config)
+    return model
 
 
 def describe_config(card: ModelCard) -> dict[str, Any]:

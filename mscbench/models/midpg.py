@@ -153,7 +153,7 @@ class MutualInformationRegulariser(nn.Module):
         return 2 * math.log(2) - self(scenario_input, weighting)
 
 
-@register("midpg", config=MIDPGConfig,
+@register("midpg", config=MIDPGConfig, multi_scenario=True,
           description="DNN whose weights are re-weighted by generated low-rank scenario matrices, with MIR",
           paper="Cheng et al., Decomposable Parameter Generation Network Based on Mutual Information for "
                 "Multi-Scenario Recommendation (CIKM)", year=2023)
@@ -213,6 +213,11 @@ class MIDPG(nn.Module):
             aux_loss = self.config.beta * self.regulariser(scenario_input, weighting)
         extras = {"weighting": self.layers[0].summary(views[0][2]).detach()}  # [B, m, n], first layer
         return ModelOutput(logit.squeeze(1), aux_loss, extras)
+
+
+    def scenario_parameters(self, scenario: int) -> list[tuple[nn.Parameter, int]]:
+        """Row t of the scenario field's table (part of e_s): the generators are shared."""
+        return [(self.embedding.scenario.weight, scenario)]
 
 
 register_variant("dpg", "midpg", "MI-DPG without the mutual-information regulariser", beta=0.0)

@@ -12,6 +12,10 @@ Information (KDD 2023), spec §6.12, with GateNU(x) = γ·σ(W_2^T ReLU(W_1^T x 
 e_t is the scenario embedding and O_prior the embeddings of the prior id fields (user, item, author).
 The stop-gradients keep each gate from reshaping the representation it selects from. `use_epnet` and
 `use_ppnet` switch the two halves; the only scenario-owned parameters are the rows of e_t's table.
+
+The halves alone (field_models.md §7) are the variants `epnet` (EPNet, then a plain DNN) and `ppnet`
+(PPNet with the id priors; the scenario prior is not a gate input there, but, as for every baseline, the
+scenario id is one more field of E, so PPNet alone is not blind to the scenario).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import nn
 from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
-from mscbench.models.base import ModelOutput, register
+from mscbench.models.base import ModelOutput, register, register_variant
 from mscbench.models.layers import EMBEDDING_INIT_STD, FeatureEmbedding, GateNU
 
 
@@ -57,14 +61,14 @@ def prior_field_positions(manifest: Manifest, names: tuple[str, ...]) -> list[in
     return [sparse.index(name) for name in names]
 
 
-@register("pepnet", config=PEPNetConfig,
+@register("pepnet", config=PEPNetConfig, multi_scenario=True,
           description="EPNet + PPNet gate units (γ·σ in (0, 2)), scenario as prior",
           paper="Chang et al., PEPNet: Parameter and Embedding Personalized Network for Infusing with "
                 "Personalized Prior Information (KDD)", year=2023)
 class PEPNet(nn.Module):
     def __init__(self, manifest: Manifest, config: PEPNetConfig):
         super().__init__()
-        self.embedding = FeatureEmbedding(manifest, config.embedding_dim)
+        self.embedding = FeatureEmbedding(manifest, config.embedding_dim, with_scenario=not config.use_epnet)
         dim = config.embedding_dim
         fields = self.embedding.num_fields + self.embedding.num_sequences  # k
         width = self.embedding.flat_dim
@@ -105,3 +109,14 @@ class PEPNet(nn.Module):
                 h = h * extras[f"hidden_gate_{l}"]
             h = self.dropout(h)
         return ModelOutput(self.output(h).squeeze(1), extras=extras)
+
+    def scenario_parameters(self, scenario: int) -> list[tuple[nn.Parameter, int]]:
+        """Row t of e_t's table (EPNet's prior, or the scenario field when EPNet is off)."""
+        table = self.scenario_embedding if self.scenario_embedding is not None else self.embedding.scenario
+        return [(table.weight, scenario)]
+
+
+register_variant("epnet", "pepnet", "EPNet alone: scenario-gated field embeddings, then a plain DNN",
+                 use_ppnet=False)
+register_variant("ppnet", "pepnet", "PPNet alone: hidden units gated by the user/item id priors",
+                 use_epnet=False)

@@ -342,13 +342,16 @@ class SAML(nn.Module):
         inputs = torch.cat([x_dep, *aux_hidden], dim=1)
         return route_by_scenario([on_rows(b) for b in self.branches], inputs, scenario).squeeze(1)
 
-    def scenario_parameters(self, scenario: int) -> list[nn.Parameter]:
-        """Branch `scenario` and its scenario attention projections (its embedding rows live in shared
-        tables: tested separately)."""
-        owned = list(self.branches[scenario].parameters()) if self.branches is not None else []
+    def scenario_parameters(self, scenario: int) -> list[nn.Parameter | tuple[nn.Parameter, slice | int]]:
+        """Branch `scenario`, its scenario attention projections, and its rows of the scenario-specific
+        embedding tables."""
+        owned: list = list(self.branches[scenario].parameters()) if self.branches is not None else []
         if len(self.scenario_query_key) > 1:
             owned += list(self.scenario_query_key[scenario].parameters())
-        return owned
+        embedding = self.scenario_embedding
+        owned += [(table.weight, slice(scenario * size, (scenario + 1) * size))
+                  for table, size in zip(embedding.tables, embedding.vocab_sizes)]
+        return owned + [(embedding.scenario.weight, scenario)]
 
 
 register_variant("saml_no_gate", "saml", "SAML without the mutual unit (gate fixed to 0)", mutual_unit=False)

@@ -83,13 +83,14 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "best_epoch": 0, "best_valid_auc": None, "best_model": None, "bad_epochs": 0,
-             "history": [], "train_seconds": 0.0, "trained_samples": 0}
+             "history": [], "train_seconds": 0.0, "trained_samples": 0, "step": 0}
     if checkpoint is not None and checkpoint.exists():
         state = restore(checkpoint, model, optimizer)
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
-        train_loss = train_epoch(model, optimizer, train, config, device, epoch, progress)
+        train_loss, state["step"] = train_epoch(model, optimizer, train, config, device, epoch, progress,
+                                                state["step"])
         seconds = time.perf_counter() - started
         valid_prob = predict(model, valid, config.eval_batch_size, device, num_scenarios).prob
         valid_auc = auc(valid.label.numpy(), valid_prob)
@@ -114,24 +115,36 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: SplitData, config: TrainConfig,
-                device: torch.device, epoch: int, progress: Progress | None) -> float:
-    """One pass over `data`; returns the mean training loss (read once, not per step: no host syncs)."""
+                device: torch.device, epoch: int, progress: Progress | None,
+                step: int = 0) -> tuple[float, int]:
+    """One pass over `data` starting at global training step `step`; returns the mean training loss (read
+    once, not per step: no host syncs) and the global step reached."""
     model.train()
     task = progress.add_task(f"epoch {epoch}", total=len(data)) if progress else None
     total_loss = torch.zeros((), device=device)
     shuffle_seed = config.seed * 1_000_003 + epoch  # a fresh, reproducible order every epoch
     for batch in data.batches(config.batch_size, shuffle=True, seed=shuffle_seed):
         batch = batch.to(device)
+        advance_schedules(model, step)
         loss = batch_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total_loss += loss.detach() * len(batch)
+        step += 1
         if task is not None:
             progress.advance(task, len(batch))
     if task is not None:
         progress.remove_task(task)
-    return float(total_loss) / max(len(data), 1)
+    return float(total_loss) / max(len(data), 1), step
+
+
+def advance_schedules(model: nn.Module, step: int) -> None:
+    """Set every schedule (temperatures, sharpness, cluster updates) of `model` and its submodules to global
+    training step `step`, before that step runs: forward only reads them, so evaluation stays pure."""
+    for module in model.modules():
+        if hasattr(module, "advance_schedule"):
+            module.advance_schedule(step)
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:

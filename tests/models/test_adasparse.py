@@ -65,14 +65,14 @@ def test_other_forms():
     assert set(factor.unique().tolist()) == {0.0, 1.0}
 
 
-def test_alpha_grows_per_training_step_only():
+def test_alpha_follows_the_trainers_step_and_forward_never_moves_it():
     manifest, model = built(alpha_growth=0.5)
     batch = random_batch(manifest, 8)
     model.train()
     model(batch)
     model(batch)
-    model.eval()
-    model(batch)
+    assert model.alpha.item() == 1.0
+    model.advance_schedule(2)
     assert model.alpha.item() == 2.0 and "alpha" in model.state_dict()
 
 

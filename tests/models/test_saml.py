@@ -11,7 +11,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits, cosine_similar
 
 from mscbench.models import build_model
 from mscbench.models.saml import mutual_unit
-from tests.helpers import random_batch, tiny_manifest
+from tests.helpers import owned_gradients, random_batch, tiny_manifest
 
 VARIANTS = ["saml", "saml_no_gate", "saml_no_aux", "saml_no_gate_mut"]
 
@@ -20,14 +20,6 @@ def built(name: str, **values):
     torch.manual_seed(0)
     manifest = tiny_manifest()
     return manifest, build_model(name, manifest, values)
-
-
-def scenario_rows(model, scenario: int) -> list[torch.Tensor]:
-    """Gradients of scenario `scenario`'s rows in the scenario-specific embedding tables."""
-    embedding = model.scenario_embedding
-    rows = [table.weight.grad[scenario * size:(scenario + 1) * size]
-            for table, size in zip(embedding.tables, embedding.vocab_sizes)]
-    return rows + [embedding.scenario.weight.grad[scenario]]
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -40,7 +32,7 @@ def test_one_scenario_batch_trains_only_that_scenario(name):
     loss = binary_cross_entropy_with_logits(output.logit, batch.label)
     (loss if output.aux_loss is None else loss + output.aux_loss).backward()
     for scenario in range(manifest.num_scenarios):
-        grads = [p.grad for p in model.scenario_parameters(scenario)] + scenario_rows(model, scenario)
+        grads = owned_gradients(model, scenario)
         if scenario == 0:
             assert all(g is not None for g in grads) and all(g.abs().sum() > 0 for g in grads[-3:])
         else:
@@ -171,5 +163,5 @@ def test_reconstruction_alternatives_keep_scenarios_isolated(option):
     assert torch.isfinite(output.logit).all()
     (binary_cross_entropy_with_logits(output.logit, batch.label) + output.aux_loss).backward()
     for scenario in range(1, manifest.num_scenarios):
-        grads = [p.grad for p in model.scenario_parameters(scenario)] + scenario_rows(model, scenario)
+        grads = owned_gradients(model, scenario)
         assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
