@@ -10,7 +10,7 @@ from mscbench.data.loader import load_split
 from mscbench.models import REGISTRY, build_model
 from mscbench.results.store import RunStore
 from mscbench.train.runner import execute, get_or_run, plan_run
-from mscbench.train.trainer import fit
+from mscbench.train.trainer import TrainingDiverged, fit, predict
 
 FAST = {"epochs": 2, "batch_size": 256, "lr": 3e-3}  # a budget every model, even plain LR, learns in
 
@@ -76,3 +76,13 @@ def test_individual_protocol_trains_one_model_per_scenario(data_dir, tmp_path):
     record = run(data_dir, tmp_path, "dnn", protocol="individual")
     assert set(record["training"]["best_epoch"]) == set(record["metrics"]["scenarios"])
     assert record["metrics"]["overall"]["auc"] > 0.6
+
+
+def test_a_diverged_model_is_an_error_not_a_number(data_dir, tmp_path):
+    plan = plan_run("synthetic", "dnn", data_dir, train_values=FAST)
+    model = build_model("dnn", plan.manifest)
+    with torch.no_grad():
+        model.mlp.layers[-1].bias.fill_(float("nan"))
+    test = load_split(plan.dataset_path, plan.manifest, "test")
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        predict(model, test, 4096, torch.device("cpu"), plan.manifest.num_scenarios)

@@ -43,8 +43,13 @@ class SplitData:
         return self.label.shape[0]
 
     def batch(self, rows: torch.Tensor | slice) -> Batch:
-        return Batch(sparse=self.sparse[rows], dense=self.dense[rows], seq=self.seq[rows],
-                     seq_gap=self.seq_gap[rows], scenario=self.scenario[rows], label=self.label[rows])
+        """The rows of a slice (views, no copy) or of an index tensor (gathered by `index_select`, several
+        times faster than advanced indexing)."""
+        def take(array: torch.Tensor) -> torch.Tensor:
+            return array[rows] if isinstance(rows, slice) else array.index_select(0, rows)
+
+        return Batch(sparse=take(self.sparse), dense=take(self.dense), seq=take(self.seq),
+                     seq_gap=take(self.seq_gap), scenario=take(self.scenario), label=take(self.label))
 
     def batches(self, batch_size: int, shuffle: bool, seed: int | None = None) -> Iterator[Batch]:
         """Every row once, in order or in a permutation drawn from `seed` (the global torch RNG if None)."""

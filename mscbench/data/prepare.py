@@ -111,6 +111,12 @@ def prepare_synthetic(data_dir: Path, rows: int | None = None, scenarios: int = 
     return prepare(synthetic_spec(params), load, data_dir, progress)
 
 
+def prepare_synthetic_source(raw_dir: Path | None, data_dir: Path, progress: Progress | None = None,
+                             rows: int | None = None, scenarios: int = 5, seed: int = 0) -> PrepareResult:
+    """The registry's preparer for "synthetic": nothing is read from `raw_dir`."""
+    return prepare_synthetic(data_dir, rows=rows, scenarios=scenarios, seed=seed, progress=progress)
+
+
 def prepare(spec: DatasetSpec, load: Callable[[], pl.LazyFrame], data_dir: Path,
             progress: Progress | None = None) -> PrepareResult:
     """Prepare `load()` as `spec` says, unless an identical complete dataset already exists."""
@@ -173,6 +179,8 @@ def write_prepared(spec: DatasetSpec, frame: pl.LazyFrame, directory: Path, fing
     frame = checked(frame, spec).with_columns(spec.split.assign())
     report("counting scenarios and building vocabularies from the training split")
     statistics = training_statistics(frame, spec)
+    for warning in one_class_warnings(spec, statistics):
+        report(f"warning: {warning}")
     report("writing the encoded splits")
     encoded = encode(frame, spec, statistics)
     pl.collect_all([encoded.filter(pl.col(SPLIT_COLUMN) == split).drop(SPLIT_COLUMN)
@@ -192,8 +200,9 @@ def checked(frame: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
                         f"{', '.join(schema.names())}")
     sparse = {column.name for column in spec.sparse}
     for sequence in spec.sequences:
+        own_table = sequence.target is None and isinstance(schema[sequence.name], pl.List)
         expected = pl.List(schema[sequence.target]) if sequence.target in sparse else None
-        if schema[sequence.name] != expected:
+        if not own_table and schema[sequence.name] != expected:
             raise DataError(f"{spec.name}: sequence {sequence.name!r} must be a list of its target sparse "
                             f"column {sequence.target!r}'s values, found {schema[sequence.name]}")
     if len({sequence.max_len for sequence in spec.sequences}) > 1:
@@ -201,6 +210,30 @@ def checked(frame: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
     if spec.sequence_gap and not isinstance(schema[spec.sequence_gap], pl.List):
         raise DataError(f"{spec.name}: sequence gap column {spec.sequence_gap!r} must be a list of seconds")
     return frame
+
+
+def with_history(frame: pl.LazyFrame, user: str, time: str, sources: dict[str, str],
+                 max_len: int) -> pl.LazyFrame:
+    """`frame` plus, for each `name -> column` of `sources`, a list column `name`: the row's user's last
+    `max_len` values of `column` at times strictly before the row's (most recent last; empty if none).
+
+    Events are grouped into moments (user, time): every row of a moment gets the same history, so an
+    event never sees itself or anything at its own time. Moments are sorted and shifted globally (no
+    per-user windows); each holds at least one event, so `max_len` earlier moments suffice.
+    """
+    schema = frame.collect_schema()
+    moments = (frame.select(user, time, *set(sources.values())).drop_nulls([user, time])
+               .group_by(user, time).agg(**{name: pl.col(column).drop_nulls() for name, column in sources.items()})
+               .sort(user, time))
+
+    def before(name: str) -> pl.Expr:
+        empty = pl.lit([], dtype=pl.List(schema[sources[name]]))
+        earlier = [pl.when(pl.col(user).shift(step) == pl.col(user)).then(pl.col(name).shift(step))
+                   .otherwise(empty) for step in range(max_len, 0, -1)]
+        return pl.concat_list(earlier).list.tail(max_len).alias(name)
+
+    histories = moments.select(user, time, *(before(name) for name in sources))
+    return frame.join(histories, on=[user, time], how="left", maintain_order="left")
 
 
 def binary_label(spec: DatasetSpec) -> pl.Expr:
@@ -220,23 +253,24 @@ def training_statistics(frame: pl.LazyFrame, spec: DatasetSpec) -> TrainingStati
         rows=pl.len(), positives=label.sum(), not_binary=(~label.is_in([0.0, 1.0]).fill_null(False)).sum())
     dense_query = train.select(*(numeric(name).mean().alias(f"mean:{name}") for name in spec.dense),
                                *(numeric(name).std(ddof=0).alias(f"std:{name}") for name in spec.dense))
+    tables = [column.name for column in spec.sparse] + [s.name for s in spec.sequences if s.target is None]
     counts, dense, *vocabularies = pl.collect_all(
-        [counts_query, dense_query, *(vocabulary_query(train, spec, column.name) for column in spec.sparse)],
+        [counts_query, dense_query, *(vocabulary_query(train, spec, table) for table in tables)],
         engine="streaming")
     scenarios = checked_counts(counts, spec)
     return TrainingStatistics(
         counts=counts, scenarios=scenarios,
-        vocabularies={column.name: values["value"] for column, values in zip(spec.sparse, vocabularies)},
+        vocabularies={table: values["value"] for table, values in zip(tables, vocabularies)},
         dense_mean={name: dense[f"mean:{name}"].item() or 0.0 for name in spec.dense},
         dense_std={name: dense[f"std:{name}"].item() or 1.0 for name in spec.dense},
     )
 
 
-def vocabulary_query(train: pl.LazyFrame, spec: DatasetSpec, column: str) -> pl.LazyFrame:
-    """Training values of `column` and of the sequences sharing its table, most frequent first."""
-    values = [train.select(pl.col(column).alias("value"))]
-    values += [train.select(pl.col(sequence.name).list.tail(sequence.max_len).explode().alias("value"))
-               for sequence in spec.sequences if sequence.target == column]
+def vocabulary_query(train: pl.LazyFrame, spec: DatasetSpec, table: str) -> pl.LazyFrame:
+    """Training values of the sparse column and the sequences sharing `table`, most frequent first."""
+    sparse = [train.select(pl.col(c.name).alias("value")) for c in spec.sparse if c.name == table]
+    values = sparse + [train.select(pl.col(s.name).list.tail(s.max_len).explode().alias("value"))
+                       for s in spec.sequences if s.table == table]
     return (pl.concat(values).drop_nulls().group_by("value").agg(count=pl.len())
             .filter(pl.col("count") >= spec.min_count)
             .sort(["count", "value"], descending=[True, False]))
@@ -270,7 +304,7 @@ def encode(frame: pl.LazyFrame, spec: DatasetSpec, statistics: TrainingStatistic
         *(((numeric(name) - statistics.dense_mean[name]) / statistics.dense_std[name])
           .fill_null(0.0).cast(pl.Float32) for name in spec.dense),
         *(left_padded(pl.col(sequence.name).list.tail(length)
-                      .list.eval(encoded_ids(pl.element(), vocabularies[sequence.target])), length)
+                      .list.eval(encoded_ids(pl.element(), vocabularies[sequence.table])), length)
           .alias(sequence.name) for sequence in spec.sequences),
     ]
     if spec.sequence_gap:
@@ -308,14 +342,15 @@ def build_manifest(spec: DatasetSpec, statistics: TrainingStatistics,
         name=spec.name, variant=spec.variant, preparer_version=PREPARER_VERSION, label=spec.label,
         sparse=[SparseFeature(c.name, vocab_size[c.name], c.name, c.side) for c in spec.sparse],
         dense=list(spec.dense),
-        sequences=[SequenceFeature(s.name, vocab_size[s.target], s.target, s.max_len, s.target)
+        sequences=[SequenceFeature(s.name, vocab_size[s.table], s.table, s.max_len, s.target)
                    for s in spec.sequences],
         scenario=scenario_info(spec, statistics),
         splits={split: f"{split}.parquet" for split in SPLITS},
         user=spec.user, oracle=spec.oracle, sequence_gap=spec.sequence_gap, fingerprint=fingerprint,
-        notes={"split": spec.split.describe(), "rows_without_split": rows_without_split(statistics),
-               "min_count": spec.min_count,
-               "dense_mean": statistics.dense_mean, "dense_std": statistics.dense_std},
+        notes={**spec.notes, "split": spec.split.describe(),
+               "rows_without_split": rows_without_split(statistics), "min_count": spec.min_count,
+               "dense_mean": statistics.dense_mean, "dense_std": statistics.dense_std,
+               "one_class_test_scenarios": one_class_test_scenarios(spec, statistics)},
     )
 
 
@@ -333,4 +368,17 @@ def scenario_info(spec: DatasetSpec, statistics: TrainingStatistics) -> Scenario
         column=spec.scenario, names=[str(value) for value in statistics.scenarios],
         rows={split: per_scenario(split, "rows") for split in SPLITS},
         positives={split: per_scenario(split, "positives") for split in SPLITS},
+        merged=list(spec.merged_scenarios),
     )
+
+
+def one_class_test_scenarios(spec: DatasetSpec, statistics: TrainingStatistics) -> list[str]:
+    """Scenarios whose test rows are all positive or all negative: kept, but their AUC is "n/a"."""
+    test = statistics.counts.filter(pl.col(SPLIT_COLUMN) == "test")
+    one_class = test.filter((pl.col("positives") == 0) | (pl.col("positives") == pl.col("rows")))
+    return sorted(str(value) for value in one_class[spec.scenario].to_list())
+
+
+def one_class_warnings(spec: DatasetSpec, statistics: TrainingStatistics) -> list[str]:
+    return [f"{spec.name}: scenario {name!r} has one class only in the test split: kept, its AUC will be "
+            f"n/a" for name in one_class_test_scenarios(spec, statistics)]

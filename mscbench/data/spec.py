@@ -14,6 +14,7 @@ import polars as pl
 
 SIDES = ("user", "item", "context")
 SPLIT_COLUMN = "__split"  # the split of each raw row while preparing; never written
+HASH_BUCKETS = 1 << 20  # resolution of the random split's draw
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,18 @@ class SequenceColumn:
     """A list column of raw ids (most recent last, strictly before the impression).
 
     It shares the vocabulary and embedding table of the sparse column `target` (the vocabulary is built
-    from the union of both columns' training values); only the last `max_len` entries are kept.
+    from the union of both columns' training values); only the last `max_len` entries are kept. Without a
+    target (e.g. the behaviour types pv/cart/fav/buy) it has its own vocabulary and table.
     """
 
     name: str
-    target: str
+    target: str | None
     max_len: int
+
+    @property
+    def table(self) -> str:
+        """The vocabulary and embedding table the sequence's ids come from."""
+        return self.target or self.name
 
 
 class Split(Protocol):
@@ -78,6 +85,50 @@ class TimeSplit:
 
 
 @dataclass(frozen=True)
+class RandomSplit:
+    """Each row falls in test with probability `test_fraction`, else in valid with `valid_fraction`.
+
+    The draw hashes `key`, a column unique per row, with `seed`: the same input splits the same way.
+    """
+
+    key: str
+    seed: int
+    test_fraction: float
+    valid_fraction: float
+
+    def assign(self) -> pl.Expr:
+        draw = (pl.col(self.key).hash(seed=self.seed) % HASH_BUCKETS).cast(pl.Float64) / HASH_BUCKETS
+        valid_below = self.test_fraction + (1.0 - self.test_fraction) * self.valid_fraction
+        return (pl.when(draw < self.test_fraction).then(pl.lit("test"))
+                .when(draw < valid_below).then(pl.lit("valid"))
+                .otherwise(pl.lit("train")).alias(SPLIT_COLUMN))
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.key,)
+
+    def describe(self) -> dict[str, object]:
+        return {"by": "random", "seed": self.seed, "test_fraction": self.test_fraction,
+                "valid_fraction": self.valid_fraction}
+
+
+@dataclass(frozen=True)
+class ColumnSplit:
+    """A column names each row's split: "train", "valid" or "test"; any other value leaves the row out."""
+
+    column: str
+
+    def assign(self) -> pl.Expr:
+        value = pl.col(self.column).cast(pl.String).str.strip_chars().str.to_lowercase()
+        return pl.when(value.is_in(["train", "valid", "test"])).then(value).alias(SPLIT_COLUMN)
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.column,)
+
+    def describe(self) -> dict[str, object]:
+        return {"by": "column", "column": self.column}
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     label: str  # 0/1 column
@@ -92,6 +143,8 @@ class DatasetSpec:
     min_count: int = 1  # values seen fewer times in training map to out-of-vocabulary
     variant: str = "default"
     fingerprint: dict[str, str] = field(default_factory=dict)  # identifies the raw input
+    merged_scenarios: tuple[str, ...] = ()  # raw values already merged into "other" (too few training rows)
+    notes: dict[str, object] = field(default_factory=dict)  # facts about the raw input for the manifest
 
     def columns(self) -> list[str]:
         """Every raw column the spec reads."""

@@ -14,9 +14,15 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from mscbench.config import TrainConfig
+from mscbench.config import ConfigError, TrainConfig
 from mscbench.data.loader import SplitData
+from mscbench.errors import UserError
 from mscbench.eval.metrics import auc, logloss
+from mscbench.models.layers import use_sparse_gradients
+
+
+class TrainingDiverged(UserError):
+    """The model's outputs stopped being numbers."""
 
 
 @dataclass
@@ -40,6 +46,68 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def configure_threads(config: TrainConfig) -> None:
+    """Set torch's CPU thread count: `config.threads`, or with 0 one per core this process may run on."""
+    torch.set_num_threads(config.threads or len(os.sched_getaffinity(0)))
+
+
+def autocast(device: torch.device, amp: bool) -> torch.autocast:
+    """bf16 autocast on CUDA when `amp` is set (a no-op context otherwise)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+
+def check_amp(config: TrainConfig, device: torch.device) -> None:
+    if config.amp and device.type != "cuda":
+        raise ConfigError(f"amp = true needs a CUDA device, not {device.type}: bf16 autocast on CPU is slower "
+                          "than float32 for these models; leave amp off")
+
+
+class LazyAdam:
+    """Adam for the dense parameters and SparseAdam for the id embedding tables, stepped as one optimiser.
+
+    The tables get sparse gradients, so a step touches only the rows its batch used (TrainConfig.optimizer).
+    """
+
+    def __init__(self, model: nn.Module, lr: float):
+        tables = use_sparse_gradients(model)
+        sparse = {id(weight) for weight in tables}
+        dense = [p for p in model.parameters() if id(p) not in sparse]
+        self.dense = torch.optim.Adam(dense, lr=lr, **fastest_adam(dense))
+        self.sparse = torch.optim.SparseAdam(tables, lr=lr) if tables else None
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.dense] if self.sparse is None else [self.dense, self.sparse]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers():
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers():
+            optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for optimizer, own in zip(self.optimizers(), state["optimizers"], strict=True):
+            optimizer.load_state_dict(own)
+
+
+def fastest_adam(parameters: list[nn.Parameter]) -> dict:
+    """Adam's implementation switch: the fused kernel (one pass over all parameters) where torch has it."""
+    return {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in parameters) else {}
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer | LazyAdam:
+    """The optimiser `config.optimizer` names, over every parameter of `model` (already on its device)."""
+    if config.optimizer == "lazy_adam":
+        return LazyAdam(model, config.lr)
+    parameters = list(model.parameters())
+    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay,
+                            **fastest_adam(parameters))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -55,14 +123,15 @@ def batch_loss(model: nn.Module, batch) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.device,
-            num_scenarios: int) -> Prediction:
+            num_scenarios: int, amp: bool = False) -> Prediction:
     """Probabilities for every row, and each model extra averaged over each scenario's rows."""
     model.eval()
     probs, sums = [], {}
     counts = torch.zeros(num_scenarios, device=device)
     for batch in data.batches(batch_size, shuffle=False):
         batch = batch.to(device)
-        output = model(batch)
+        with autocast(device, amp):
+            output = model(batch)
         probs.append(torch.sigmoid(output.logit).float())
         counts += torch.bincount(batch.scenario, minlength=num_scenarios)
         for key, value in output.extras.items():
@@ -70,7 +139,11 @@ def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.de
             total.index_add_(0, batch.scenario, value.float())
     denominator = counts.clamp_min(1)
     extras = {key: (total / denominator.view(-1, *[1] * (total.dim() - 1))).tolist() for key, total in sums.items()}
-    return Prediction(torch.cat(probs).cpu().numpy().astype(np.float64), extras)
+    prob = torch.cat(probs).cpu().numpy().astype(np.float64)
+    if not np.isfinite(prob).all():  # a ranking with NaNs in it would still give an AUC: a wrong one
+        raise TrainingDiverged(f"{type(model).__name__} predicts non-finite probabilities: training diverged; "
+                               "lower the learning rate (--lr) or check the data")
+    return Prediction(prob, extras)
 
 
 def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfig, device: torch.device,
@@ -80,8 +153,10 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
     If `checkpoint` exists, training resumes after its last completed epoch with the same RNG state,
     so an interrupted run ends with the same numbers as an uninterrupted one.
     """
+    check_amp(config, device)
+    configure_threads(config)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config)
     state = {"epoch": 0, "best_epoch": 0, "best_valid_auc": None, "best_model": None, "bad_epochs": 0,
              "history": [], "train_seconds": 0.0, "trained_samples": 0, "step": 0}
     if checkpoint is not None and checkpoint.exists():
@@ -92,7 +167,7 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
         train_loss, state["step"] = train_epoch(model, optimizer, train, config, device, epoch, progress,
                                                 state["step"])
         seconds = time.perf_counter() - started
-        valid_prob = predict(model, valid, config.eval_batch_size, device, num_scenarios).prob
+        valid_prob = predict(model, valid, config.eval_batch_size, device, num_scenarios, config.amp).prob
         valid_auc = auc(valid.label.numpy(), valid_prob)
         record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
                   "valid_logloss": logloss(valid.label.numpy(), valid_prob), "train_seconds": seconds,
@@ -114,19 +189,22 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
                      state["trained_samples"] / max(state["train_seconds"], 1e-9))
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: SplitData, config: TrainConfig,
-                device: torch.device, epoch: int, progress: Progress | None,
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, data: SplitData,
+                config: TrainConfig, device: torch.device, epoch: int, progress: Progress | None,
                 step: int = 0) -> tuple[float, int]:
     """One pass over `data` starting at global training step `step`; returns the mean training loss (read
     once, not per step: no host syncs) and the global step reached."""
     model.train()
+    scheduled = scheduled_modules(model)
     task = progress.add_task(f"epoch {epoch}", total=len(data)) if progress else None
     total_loss = torch.zeros((), device=device)
     shuffle_seed = config.seed * 1_000_003 + epoch  # a fresh, reproducible order every epoch
     for batch in data.batches(config.batch_size, shuffle=True, seed=shuffle_seed):
         batch = batch.to(device)
-        advance_schedules(model, step)
-        loss = batch_loss(model, batch)
+        for module in scheduled:
+            module.advance_schedule(step)
+        with autocast(device, config.amp):
+            loss = batch_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -142,12 +220,18 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: SplitD
 def advance_schedules(model: nn.Module, step: int) -> None:
     """Set every schedule (temperatures, sharpness, cluster updates) of `model` and its submodules to global
     training step `step`, before that step runs: forward only reads them, so evaluation stays pure."""
-    for module in model.modules():
-        if hasattr(module, "advance_schedule"):
-            module.advance_schedule(step)
+    for module in scheduled_modules(model):
+        module.advance_schedule(step)
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+def scheduled_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of `model` that have a schedule: found once per epoch, as walking a deep model per step
+    costs milliseconds."""
+    return [module for module in model.modules() if hasattr(module, "advance_schedule")]
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam,
+                    state: dict) -> None:
     """Atomically write everything needed to continue: weights, optimiser moments, RNG, curves."""
     payload = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "torch_rng": torch.get_rng_state()}
@@ -156,7 +240,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     os.replace(temporary, path)
 
 
-def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam) -> dict:
     payload = torch.load(path, weights_only=True, map_location="cpu")
     model.load_state_dict(payload.pop("model"))
     optimizer.load_state_dict(payload.pop("optimizer"))

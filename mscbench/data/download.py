@@ -1,0 +1,223 @@
+"""Raw files from the web and out of archives, safely.
+
+`download` fetches a URL into `destination` through `destination.part`: an interrupted transfer resumes
+with an HTTP Range request, a server that ignores Range restarts cleanly, the sha256 (and size) named by
+the dataset card is checked, and only a verified file is moved into place (atomically), so a file under
+its final name is always complete. `extracted` unpacks a zip, tar(.gz) or .gz archive into a folder,
+refusing any member that would land outside it (`../x`, absolute names, links pointing out); the folder
+appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from mscbench.data.card import load_card
+from mscbench.data.errors import DataError
+
+CHUNK_BYTES = 1 << 20
+TIMEOUT_SECONDS = 60
+ATTEMPTS = 3  # an interrupted transfer is resumed this many times before giving up
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".gz")
+
+Progress = Callable[[int, "int | None"], None]  # (bytes so far, total bytes or None when unknown)
+
+
+class Interrupted(Exception):
+    """The server closed the connection before the whole file came (resumable)."""
+
+
+def download(url: str, destination: Path, sha256: str | None = None, size: int | None = None,
+             progress: Progress | None = None, attempts: int = ATTEMPTS) -> Path:
+    """`destination`, downloaded from `url` unless a verified copy is already there."""
+    destination = Path(destination)
+    if destination.is_file() and matches(destination, sha256, size):
+        return destination
+    partial = destination.with_name(destination.name + ".part")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, attempts + 1):
+        try:
+            transfer(url, partial, size, progress)
+            break
+        except Interrupted as error:
+            if attempt == attempts:
+                raise DataError(f"download of {url} interrupted ({error}); {partial} is kept: run the "
+                                f"same command again to resume") from None
+    verify(partial, url, sha256, size)
+    os.replace(partial, destination)
+    return destination
+
+
+def download_card_files(card: Path | None, raw_dir: Path,
+                        progress: Callable[[str], Progress | None] = lambda name: None) -> list[Path]:
+    """Every file the card's [source] lists with a public `url`, downloaded (verified) into `raw_dir`."""
+    if card is None:
+        raise DataError("this dataset is generated, not downloaded: prepare it without --download")
+    info = load_card(card).source
+    public = [file for file in (info.files if info else ()) if file.url]
+    if not public:
+        how = f": {info.obtain}" if info and info.obtain else ""
+        raise DataError(f"card {card} lists no public download address{how}")
+    return [download(file.url, Path(raw_dir) / file.name, file.sha256, file.size, progress(file.name))
+            for file in public]
+
+
+def transfer(url: str, partial: Path, size: int | None, progress: Progress | None) -> None:
+    """Fetch `url` into `partial`, continuing after the bytes it already holds."""
+    offset = partial.stat().st_size if partial.exists() else 0
+    if size is not None and offset >= size:
+        return  # already whole (or too long: the checksum decides)
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:  # nothing after `offset`: the part file is whole already
+            return
+        raise DataError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise DataError(f"cannot download {url}: {getattr(error, 'reason', error)}") from None
+    with response:
+        if response.status != 206:
+            offset = 0  # the server sent the whole file: start again rather than append it
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else size
+        with open(partial, "ab" if offset else "wb") as sink:
+            received = copy(response, sink, offset, total, progress)
+            sink.flush()
+            os.fsync(sink.fileno())
+    if total is not None and received < total:
+        raise Interrupted(f"{received:,} of {total:,} bytes received")
+
+
+def copy(source: BinaryIO, sink: BinaryIO, done: int, total: int | None, progress: Progress | None) -> int:
+    """Stream `source` into `sink`; the bytes in `sink` at the end. A dropped connection is `Interrupted`."""
+    if progress:
+        progress(done, total)
+    while True:
+        try:
+            chunk = source.read(CHUNK_BYTES)
+        except (OSError, ValueError) as error:  # http.client.IncompleteRead is a ValueError
+            raise Interrupted(str(error)) from None
+        if not chunk:
+            return done
+        sink.write(chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+
+
+def verify(path: Path, url: str, sha256: str | None, size: int | None) -> None:
+    """Check a finished download; a wrong one is deleted, so that nothing wrong is ever resumed or used."""
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        path.unlink()
+        raise DataError(f"{url} gave {actual_size:,} bytes, the dataset card says {size:,}: the file was "
+                        f"deleted; check the card's size or the address")
+    if sha256 is not None and (actual := file_sha256(path)) != sha256.lower():
+        path.unlink()
+        raise DataError(f"{url} has sha256 {actual}, the dataset card says {sha256}: the file was deleted; "
+                        f"check the card's checksum or the address")
+
+
+def matches(path: Path, sha256: str | None, size: int | None) -> bool:
+    if size is not None and path.stat().st_size != size:
+        return False
+    return sha256 is None or file_sha256(path) == sha256.lower()
+
+
+def fingerprint(paths: Iterable[Path]) -> dict[str, str]:
+    """Identifies raw input files: name -> "size:sha256"."""
+    return {Path(path).name: f"{Path(path).stat().st_size}:{file_sha256(path)}" for path in paths}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_archive(path: Path) -> bool:
+    return Path(path).name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def extracted(archive: Path, target: Path) -> Path:
+    """`target`, a folder holding the archive's contents; extracted once, kept for later calls."""
+    archive, target = Path(archive), Path(target)
+    if target.is_dir():
+        return target
+    staging = target.with_name(f".{target.name}.extracting")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        unpack(archive, staging)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def unpack(archive: Path, folder: Path) -> None:
+    name = archive.name.lower()
+    try:
+        if name.endswith(".zip"):
+            unpack_zip(archive, folder)
+        elif name.endswith((".tar.gz", ".tgz", ".tar")):
+            unpack_tar(archive, folder)
+        elif name.endswith(".gz"):
+            with gzip.open(archive) as source, open(folder / archive.name[:-3], "wb") as sink:
+                shutil.copyfileobj(source, sink, CHUNK_BYTES)
+        else:
+            raise DataError(f"{archive}: not an archive mscbench can open ({', '.join(ARCHIVE_SUFFIXES)})")
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError) as error:
+        raise DataError(f"{archive} is damaged ({error}): download it again") from None
+
+
+def unpack_zip(archive: Path, folder: Path) -> None:
+    with zipfile.ZipFile(archive) as bundle:
+        for member in bundle.infolist():
+            check_member(archive, member.filename)
+        bundle.extractall(folder)  # zipfile writes a stored link as a plain file holding its text
+
+
+def unpack_tar(archive: Path, folder: Path) -> None:
+    with tarfile.open(archive) as bundle:
+        members = bundle.getmembers()
+        for member in members:
+            check_member(archive, member.name)
+            if member.issym() or member.islnk():
+                base = PurePosixPath(member.name).parent if member.issym() else PurePosixPath()
+                check_member(archive, str(base / member.linkname), link=member.name)
+            elif not (member.isfile() or member.isdir()):
+                raise DataError(f"{archive}: member {member.name!r} is a device or pipe: refusing to extract")
+        bundle.extractall(folder, members=members, filter="data")  # the standard library's guard as well
+
+
+def check_member(archive: Path, name: str, link: str | None = None) -> None:
+    """Refuse a member name (or a link's target) that is absolute or climbs out of the folder."""
+    if escapes(name):
+        what = f"link {link!r} points to {name!r}" if link else f"member {name!r}"
+        raise DataError(f"{archive}: {what}, outside the folder it extracts to: refusing to extract "
+                        f"(the archive is malformed or malicious)")
+
+
+def escapes(name: str) -> bool:
+    path = PurePosixPath(name.replace("\\", "/"))
+    depth = 0
+    for part in path.parts:
+        depth += -1 if part == ".." else 1
+        if depth < 0:
+            return True
+    return path.is_absolute()
