@@ -4,22 +4,41 @@ from __future__ import annotations
 
 import inspect
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, DownloadColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 from rich.text import Text
 
 import mscbench.models  # noqa: F401  (registers the zoo)
 from mscbench.config import TrainConfig, build_config, load_recipe, parse_overrides, split_overrides
-from mscbench.data.prepare import list_prepared, prepare_synthetic
+from mscbench.data.card import Card, CardReport, check_card_data, load_card, tick_datetime
+from mscbench.data.card_init import draft_card
+from mscbench.data.prepare import list_prepared
+from mscbench.data.download import download_card_files
+from mscbench.data.manifest import write_atomic
+from mscbench.data.sources import default_raw_dir, get_source, prepare_source, source_states
 from mscbench.errors import UserError
 from mscbench.models.base import REGISTRY, describe_config, get_card
-from mscbench.results.report import FORMATS, compare_runs, render, render_rich
-from mscbench.results.store import RunStore
+from mscbench.results.experiment import recipe_dataset, run_plans, run_recipe
+from mscbench.results.plots import pyplot, write_report
+from mscbench.results.regress import (
+    DEFAULT_TOLERANCE,
+    baseline_of,
+    changes_against,
+    check_recipe,
+    load_baseline,
+    recipe_identity,
+    write_baseline,
+)
+from mscbench.results.report import FORMATS, ORIENTATIONS, Comparison, compare_runs, number, render, render_rich
+from mscbench.results.significance import BOOTSTRAP_ROUNDS
+from mscbench.results.store import RunStore, locate_run
 from mscbench.train.runner import get_or_run, plan_run
 
 app = typer.Typer(
@@ -47,10 +66,16 @@ def progress_bar() -> Progress:
 
 @app.command()
 def datasets(data_dir: DataDir = Path("data")) -> None:
-    """List the prepared datasets: scenarios, rows per split, where they are.
+    """List every built-in dataset with its state, and every prepared dataset (built-in or your own).
 
     Example: mscbench datasets --data-dir data
     """
+    sources = Table(title="Built-in datasets", title_justify="left")
+    for column in ("dataset", "state", "description"):
+        sources.add_column(column)
+    for state in source_states(data_dir):
+        sources.add_row(state.name, state.state, state.description)
+    console.print(sources)
     table = Table(title=f"Prepared datasets in {data_dir}", title_justify="left")
     for column in ("dataset", "scenarios", "train rows", "valid rows", "test rows", "path"):
         table.add_column(column, justify="right" if "rows" in column or column == "scenarios" else "left")
@@ -65,25 +90,110 @@ def datasets(data_dir: DataDir = Path("data")) -> None:
 
 @app.command()
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: synthetic.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset to prepare: a built-in one (see `mscbench datasets`) "
+                                                 "or, with --card, your own name for it.")],
+    card: Annotated[Optional[Path], typer.Option(help="Your dataset card (TOML); see `mscbench card init`.")]
+    = None,
+    raw_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the raw files "
+                                                         "(default: DATA_DIR/raw/NAME).")] = None,
     rows: Annotated[Optional[int], typer.Option(help="Impressions to generate (synthetic).")] = None,
     scenarios: Annotated[int, typer.Option(help="Number of scenarios (synthetic).")] = 5,
     seed: Annotated[int, typer.Option(help="Generator seed (synthetic).")] = 0,
+    download: Annotated[bool, typer.Option(help="First download the files the dataset card lists with a "
+                                                 "public address into --raw-dir (resumed, checksums checked).")]
+    = False,
     data_dir: DataDir = Path("data"),
 ) -> None:
     """Turn a dataset into a prepared dataset: Parquet per split and a manifest.
 
-    Example: mscbench prepare synthetic --rows 1000000 --scenarios 5 --seed 0
+    Examples: mscbench prepare synthetic --rows 1000000 --scenarios 5 --seed 0
+              mscbench prepare movielens --raw-dir ~/ml-1m
+              mscbench prepare shop --card shop.toml --raw-dir ~/logs
     """
-    if dataset != "synthetic":
-        raise UserError(f"unknown dataset {dataset!r}: available: synthetic")
-    with console.status(f"preparing {dataset}"):
-        result = prepare_synthetic(data_dir, rows=rows, scenarios=scenarios, seed=seed)
+    options = {"rows": rows, "scenarios": scenarios, "seed": seed} if dataset == "synthetic" and card is None else {}
+    if download:
+        raw_dir = raw_dir or default_raw_dir(data_dir, dataset)
+        with download_bar() as bar:
+            download_card_files(card or get_source(dataset).card, raw_dir, bar)
+    with console.status(f"preparing {dataset}") as status:
+        result = prepare_source(dataset, raw_dir, data_dir, progress_printer(status), card=card, **options)
     verb = "already prepared (same inputs): nothing to do" if result.reused else "prepared"
     manifest = result.manifest
     console.print(f"{manifest.name}/{manifest.variant} {verb} at {result.path}: "
                   f"{manifest.num_scenarios} scenarios, " +
                   ", ".join(f"{manifest.rows(s):,} {s}" for s in ("train", "valid", "test")) + " rows")
+
+
+@contextmanager
+def download_bar() -> Iterator[Callable[[str], Callable[[int, int | None], None]]]:
+    """A rich bar per downloaded file: bytes, speed, time left."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        def for_file(name: str) -> Callable[[int, int | None], None]:
+            task = bar.add_task(f"downloading {name}", total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+        yield for_file
+
+
+def progress_printer(status) -> Callable[[str], None]:
+    """Progress messages update the spinner; warnings are printed and stay."""
+    def report(message: str) -> None:
+        if message.startswith("warning:"):
+            errors.print(f"[yellow]{message}[/yellow]", highlight=False)
+        else:
+            status.update(message)
+    return report
+
+
+card_app = typer.Typer(help="Describe your own data in a dataset card: draft one, check it.", no_args_is_help=True)
+app.add_typer(card_app, name="card")
+
+
+@card_app.command("init")
+def card_init(
+    file: Annotated[Path, typer.Argument(help="The fact table: one row per impression (csv, tsv, txt, parquet).")],
+    label: Annotated[str, typer.Option(help="The column holding the label (click, rating, ...).")],
+    scenario: Annotated[str, typer.Option(help="The column defining the scenario (country, tab, ...).")],
+    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: the file's stem).")] = None,
+) -> None:
+    """Sniff a file (separator, header, types, cardinalities, time-like columns) and print a commented
+    draft card to edit.
+
+    Example: mscbench card init events.csv --label clicked --scenario country > shop.toml
+    """
+    console.print(draft_card(file, label, scenario, name), markup=False, highlight=False, soft_wrap=True)
+
+
+@card_app.command("check")
+def card_check(
+    card: Annotated[Path, typer.Argument(help="The dataset card (TOML).")],
+    raw_dir: Annotated[Path, typer.Option(help="Folder holding the card's raw files.")],
+) -> None:
+    """Validate a card against the raw files without preparing: rows, positives, label rate and date range
+    per scenario and split.
+
+    Example: mscbench card check shop.toml --raw-dir ~/logs
+    """
+    parsed = load_card(card)
+    with console.status(f"reading the tables of {card}"):
+        report = check_card_data(parsed, raw_dir)
+    for warning in report.warnings:
+        errors.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)
+    console.print(card_table(parsed, report))
+    merged = f"; merged into 'other': {', '.join(report.merged)}" if report.merged else ""
+    console.print(f"{parsed.where}: {report.rows:,} rows, {report.per_scenario['scenario'].n_unique()} "
+                  f"scenarios, split {report.split.describe()}{merged}")
+
+
+def card_table(card: Card, report: CardReport) -> Table:
+    table = Table(title=f"{card.name}: per scenario and split", title_justify="left")
+    for column in ("scenario", "split", "rows", "positives", "label rate", "first", "last"):
+        table.add_column(column, justify="right" if column in ("rows", "positives", "label rate") else "left")
+    for row in report.per_scenario.iter_rows(named=True):
+        table.add_row(row["scenario"], row["split"] or "(none)", f"{row['rows']:,}", f"{row['positives']:,}",
+                      f"{row['positives'] / row['rows']:.3f}", tick_datetime(row["first"], card.split),
+                      tick_datetime(row["last"], card.split))
+    return table
 
 
 @app.command()
@@ -168,18 +278,26 @@ def compare(
     batch_size: Annotated[Optional[int], typer.Option(help="Samples per step.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     settings: Settings = None,
+    by: Annotated[str, typer.Option(help="Table rows: model (Table II) or scenario (Table III).")] = "model",
+    bootstrap: Annotated[bool, typer.Option(help="Add 95% bootstrap intervals of each AUC.")] = False,
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "table",
     output: Annotated[Optional[Path], typer.Option(help="Write the table to this file.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also write figures and report.html to this directory.")] = None,
     rerun: Annotated[bool, typer.Option(help="Retrain runs that already exist.")] = False,
     data_dir: DataDir = Path("data"),
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Train (or reuse) every model for every seed and print the per-scenario comparison table.
+    """Train (or reuse) every model for every seed and print the comparison table with significance marks.
 
-    Example: mscbench compare --dataset synthetic --models dnn,shared_bottom --base dnn --seeds 0,1,2
+    Against the base: * DeLong's test on one seed's test predictions, † paired t-test over seeds (p < 0.05).
+
+    Example: mscbench compare --dataset synthetic --models dnn,shared_bottom --base dnn --seeds 0,1,2 --by scenario
     """
+    check_output(fmt, by)
+    if plot is not None:
+        pyplot()  # a missing matplotlib is reported before anything trains
     spec = load_recipe(recipe) if recipe else None
-    dataset = dataset or (spec.dataset if spec else "synthetic")
+    dataset = dataset or (recipe_dataset(spec, data_dir) if spec else "synthetic")
     names = split_list(models) if models else list(spec.models if spec else [])
     if not names:
         raise UserError("name the models to compare: --models dnn,shared_bottom (or --recipe FILE)")
@@ -192,22 +310,106 @@ def compare(
     plans = [plan_run(dataset, name, data_dir, (spec.model.get(name, {}) if spec else {}), {**shared, "seed": seed})
              for name in names for seed in seed_list]  # every name and setting checked before any training
     store = RunStore(runs_dir)
-    records = []
     with progress_bar() as progress:
-        for plan in plans:
-            reused = store.is_complete(plan.run_id) and not rerun
-            progress.console.print(f"{'reusing' if reused else 'training'} {plan.model} (seed {plan.train.seed})")
-            records.append(get_or_run(plan, store, progress, rerun=rerun))
-    comparison = compare_runs(records, base, names)
-    if fmt == "table" and output is None:
-        console.print(render_rich(comparison))
+        records = run_plans(plans, store, progress, rerun)
+    comparison = compare_runs(records, base, names, predictions_of=store.predictions_of,
+                              bootstrap_rounds=BOOTSTRAP_ROUNDS if bootstrap else 0)
+    show(comparison, fmt, by, output)
+    if plot is not None:
+        paths = write_report(comparison, records, {r["run_id"]: store.history(r["run_id"]) for r in records}, plot)
+        console.print(f"wrote {len(paths)} files to {plot}: open {paths[-1]}")
+
+
+@app.command()
+def plot(
+    runs: Annotated[Optional[list[str]], typer.Argument(
+        help="Run directories or run ids (default: every complete run in --runs-dir).")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for the PNG files and report.html.")] = Path("plots"),
+    base: Annotated[Optional[str], typer.Option(help="Model RelaImpr is measured against (default: the first).")]
+    = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Draw stored runs as PNG figures and one self-contained report.html (nothing is trained).
+
+    AUC per scenario with error bars, training curves, heatmaps of learned scenario relations (SAML, MI-DPG).
+
+    Example: mscbench plot runs/synthetic-default-dnn-* runs/synthetic-default-saml-* --out plots
+    """
+    pyplot()
+    located = [locate_run(run, runs_dir) for run in runs] if runs else \
+        [(RunStore(runs_dir), run_id) for run_id in RunStore(runs_dir).complete_runs()]
+    if not located:
+        raise UserError(f"no complete runs in {runs_dir}: run `mscbench compare` first, or name run directories")
+    stores = {run_id: store for store, run_id in located}
+    records = [store.load(run_id) for store, run_id in located]
+    comparison = compare_runs(records, base or records[0]["model"],
+                              predictions_of=lambda record: stores[record["run_id"]].predictions_of(record))
+    paths = write_report(comparison, records, {run_id: store.history(run_id) for store, run_id in located}, out)
+    console.print(f"wrote {len(paths)} files to {out}: open {paths[-1]}")
+
+
+@app.command()
+def regress(
+    recipe: Annotated[Path, typer.Option(help="Recipe TOML to run.")] = Path("recipes/ci.toml"),
+    baseline: Annotated[Path, typer.Option(help="Baseline JSON made from the same recipe.")]
+    = Path("baselines/ci.json"),
+    tolerance: Annotated[float, typer.Option(help="Largest AUC drop that still passes.")] = DEFAULT_TOLERANCE,
+    update: Annotated[bool, typer.Option(help="Rewrite the baseline with the current AUCs.")] = False,
+    rerun: Annotated[bool, typer.Option(help="Retrain runs that already exist.")] = False,
+    data_dir: DataDir = Path("data"),
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Compare a recipe's AUCs with a baseline: exit 1 when one fell by more than the tolerance.
+
+    Runs (or reuses) the recipe; every (model, scenario) AUC that moved is listed, improvements too.
+
+    Example: mscbench regress --recipe recipes/ci.toml --baseline baselines/ci.json --tolerance 0.002
+    """
+    spec = load_recipe(recipe)
+    identity = recipe_identity(spec, recipe)
+    stored = None if update else check_recipe(load_baseline(baseline), identity, baseline)  # before training
+    with progress_bar() as progress:
+        comparison, _ = run_recipe(spec, data_dir, RunStore(runs_dir), progress, rerun)
+    if stored is None:
+        write_baseline(baseline, baseline_of(comparison, identity))
+        console.print(f"wrote baseline {baseline}: {len(comparison.rows)} models x {len(comparison.scopes)} AUCs")
         return
-    text = render(comparison, "md" if fmt == "table" else fmt)
+    changes = changes_against(stored, comparison, identity, baseline)
+    moved = [change for change in changes if change.status(tolerance) != "unchanged"]
+    colors = {"regressed": "red", "improved": "green"}
+    for change in moved:  # plain lines: easy to read in a CI log and to grep
+        status = change.status(tolerance)
+        console.print(f"{change.model} / {change.scope}: {number(change.baseline)} -> {number(change.current)} "
+                      f"({'n/a' if change.delta is None else f'{change.delta:+.4f}'}) "
+                      f"[{colors.get(status, 'default')}]{status}[/]", highlight=False)
+    fell = [change for change in changes if change.fell(tolerance)]
+    verdict = f"[red]{len(fell)} fell by more than {tolerance}[/red]" if fell else "[green]none fell[/green]"
+    console.print(f"regress {identity['name']}: {len(moved)} of {len(changes)} AUCs moved; {verdict}")
+    if fell:
+        raise typer.Exit(1)
+
+
+def check_output(fmt: str, by: str) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if by not in ORIENTATIONS:
+        raise UserError(f"--by takes {' or '.join(ORIENTATIONS)}, not {by!r}")
+
+
+def show(comparison: Comparison, fmt: str, by: str, output: Path | None) -> None:
+    """The table on the terminal (rich), or as text in `fmt` printed or written to `output`."""
+    if fmt == "table" and output is None:
+        console.print(render_rich(comparison, by))
+        return
+    text = render(comparison, "md" if fmt == "table" else fmt, by)
     if output is None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
-    else:
-        output.write_text(text)
-        console.print(f"wrote {output}")
+        return
+    try:
+        write_atomic(output, text)
+    except OSError as error:
+        raise UserError(f"cannot write {output} ({error.strerror or error}): pass another --output") from None
+    console.print(f"wrote {output}")
 
 
 def parse_train_settings(settings: list[str] | None) -> dict:
@@ -239,6 +441,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except UserError as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        errors.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
     return 0

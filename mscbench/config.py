@@ -35,6 +35,19 @@ class TrainConfig:
     protocol: Literal["joint", "individual"] = "joint"  # one model for all scenarios, or one per scenario
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     eval_batch_size: int = 8192  # samples per forward pass when predicting
+    # "lazy_adam": the id embedding tables get sparse gradients and SparseAdam, which moves (and decays the
+    # moments of) only the rows a batch uses; plain Adam also keeps moving rows by their old momentum and
+    # costs a pass over every table per step. Dense parameters get Adam either way.
+    optimizer: Literal["adam", "lazy_adam"] = "adam"
+    threads: int = 0  # CPU threads of torch's operators; 0 = one per core this process may run on
+    amp: bool = False  # bf16 autocast of forward passes on CUDA; on CPU it is refused (an error says so)
+
+    def __post_init__(self) -> None:
+        if self.optimizer == "lazy_adam" and self.weight_decay:
+            raise ConfigError('weight_decay needs optimizer = "adam": SparseAdam, which lazy_adam uses for the '
+                              "embedding tables, has no weight decay")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be 0 (one per core) or more, not {self.threads}")
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
@@ -139,6 +152,7 @@ class Recipe:
     seeds: tuple[int, ...] = (0,)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig settings for every model
     model: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model hyperparameters
+    prepare: dict[str, Any] = field(default_factory=dict)  # synthetic data: made first if missing (rows, ...)
     description: str = ""
 
 
@@ -155,4 +169,7 @@ def load_recipe(path: Path) -> Recipe:
     build_config(TrainConfig, recipe.train, owner=f"recipe {path} [train]")
     if recipe.base not in recipe.models:
         raise ConfigError(f"recipe {path}: base {recipe.base!r} is not among its models")
+    for name in recipe.model:
+        if name not in recipe.models:
+            raise ConfigError(f"recipe {path}: [model.{name}] sets a model that is not among its models")
     return recipe

@@ -1,8 +1,11 @@
-"""Comparison tables: runs grouped by model, seeds aggregated as mean ± std, RelaImpr against a base.
+"""Comparison tables: runs grouped by model, seeds aggregated as mean ± std, RelaImpr against a base, and
+significance marks from stored test predictions (DeLong) and across seeds (paired t-test).
 
-Rows are models; columns are overall AUC, GAUC, LogLoss, RelaImpr and, for synthetic data, the share of
-the oracle gap closed; then the AUC per scenario. Rendered for the terminal (rich), Markdown, CSV, JSON
-and LaTeX. The JSON holds everything needed to rebuild the table.
+Two orientations, as the SAML paper prints them: `model` (Table II: rows = models; AUC, GAUC, LogLoss,
+RelaImpr overall, then AUC and RelaImpr per scenario) and `scenario` (Table III: rows = scenarios with their
+test rows and positives; one AUC column per model, then RelaImpr per model). Rendered for the terminal
+(rich), Markdown, CSV (tidy: one line per model, scope and metric), JSON (everything; `from_json` rebuilds
+the comparison), LaTeX and HTML.
 """
 
 from __future__ import annotations
@@ -10,15 +13,31 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from itertools import chain
 
 import numpy as np
 from rich.table import Table
+from rich.text import Text
 
 from mscbench.errors import UserError
 from mscbench.eval.metrics import rela_impr
+from mscbench.results import html
+from mscbench.results.significance import (
+    ALPHA,
+    DELONG_MARK,
+    PAIRED_MARK,
+    AlignedPredictions,
+    PredictionsOf,
+    Significance,
+    against_base,
+    bootstrap_intervals,
+)
+from mscbench.results.store import OVERALL, scope_metrics
 
-FORMATS = ("table", "md", "csv", "json", "latex")
+FORMATS = ("table", "md", "csv", "json", "latex", "html")
+ORIENTATIONS = ("model", "scenario")
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,15 @@ class ModelRow:
     rela_impr: float | None  # % against the base, from mean AUCs
     scenario_auc: dict[str, Cell]
     scenario_rela_impr: dict[str, float | None]
+    scenario_logloss: dict[str, Cell] = field(default_factory=dict)
+    significance: dict[str, Significance] = field(default_factory=dict)  # scope -> against the base
+    auc_interval: dict[str, list[float] | None] = field(default_factory=dict)  # scope -> 95% bootstrap
+
+    def scope_auc(self, scope: str) -> Cell:
+        return self.auc if scope == OVERALL else self.scenario_auc[scope]
+
+    def scope_rela_impr(self, scope: str) -> float | None:
+        return self.rela_impr if scope == OVERALL else self.scenario_rela_impr[scope]
 
 
 @dataclass(frozen=True)
@@ -64,10 +92,20 @@ class Comparison:
     test_positives: dict[str, int]
     oracle_auc: dict[str, float | None]  # "overall" and per scenario; empty without ground truth
     rows: list[ModelRow]
+    bootstrap_rounds: int = 0  # resamples behind each row's `auc_interval`; 0: not asked for
+
+    @property
+    def scopes(self) -> list[str]:
+        return [OVERALL, *self.scenarios]
 
 
-def compare_runs(records: list[dict], base: str, models: list[str] | None = None) -> Comparison:
-    """Aggregate run records (metrics.json contents) into one comparison against `base`."""
+def compare_runs(records: list[dict], base: str, models: list[str] | None = None,
+                 predictions_of: PredictionsOf | None = None, bootstrap_rounds: int = 0) -> Comparison:
+    """Aggregate run records (metrics.json contents) into one comparison against `base`.
+
+    With `predictions_of` (record -> its stored test predictions) every model is tested against the base by
+    DeLong and, given `bootstrap_rounds`, gets bootstrap intervals; the paired t-test needs only the records.
+    """
     if not records:
         raise UserError("no runs to compare")
     fingerprints = {r["dataset"]["fingerprint"] for r in records}
@@ -77,25 +115,29 @@ def compare_runs(records: list[dict], base: str, models: list[str] | None = None
     by_model = {m: [r for r in records if r["model"] == m] for m in models}
     if not by_model.get(base):
         raise UserError(f"base model {base!r} has no run; add it to --models")
+    if bootstrap_rounds and predictions_of is None:
+        raise ValueError("bootstrap intervals need the runs' stored predictions: pass predictions_of")
     first = records[0]["metrics"]
     scenarios = list(first["scenarios"])
+    scopes = [OVERALL, *scenarios]
+    predictions = AlignedPredictions(predictions_of, scenarios) if predictions_of else None
     base_row = aggregate(base, by_model[base], scenarios, None)
-    rows = [aggregate(m, runs, scenarios, base_row) for m, runs in by_model.items() if runs]
-    oracle = {"overall": first["overall"].get("oracle_auc"),
+    rows = [tested(aggregate(model, runs, scenarios, base_row), runs, by_model[base], scopes, predictions,
+                   bootstrap_rounds) for model, runs in by_model.items() if runs]
+    oracle = {OVERALL: first["overall"].get("oracle_auc"),
               **{s: first["scenarios"][s].get("oracle_auc") for s in scenarios}}
     return Comparison(
         dataset=records[0]["dataset"], base=base, scenarios=scenarios,
-        test_rows={"overall": first["overall"]["rows"], **{s: first["scenarios"][s]["rows"] for s in scenarios}},
-        test_positives={"overall": first["overall"]["positives"],
+        test_rows={OVERALL: first["overall"]["rows"], **{s: first["scenarios"][s]["rows"] for s in scenarios}},
+        test_positives={OVERALL: first["overall"]["positives"],
                         **{s: first["scenarios"][s]["positives"] for s in scenarios}},
-        oracle_auc=oracle if oracle["overall"] is not None else {}, rows=rows,
+        oracle_auc=oracle if oracle[OVERALL] is not None else {}, rows=rows, bootstrap_rounds=bootstrap_rounds,
     )
 
 
 def aggregate(model: str, runs: list[dict], scenarios: list[str], base: ModelRow | None) -> ModelRow:
-    def cell(metric: str, scenario: str | None = None) -> Cell:
-        return Cell.of([(r["metrics"]["overall"] if scenario is None else scenario_metrics(r, scenario))[metric]
-                        for r in runs])
+    def cell(metric: str, scope: str = OVERALL) -> Cell:
+        return Cell.of([scope_metrics(r, scope)[metric] for r in runs])
 
     auc = cell("auc")
     scenario_auc = {s: cell("auc", s) for s in scenarios}
@@ -106,50 +148,145 @@ def aggregate(model: str, runs: list[dict], scenarios: list[str], base: ModelRow
         scenario_auc=scenario_auc,
         scenario_rela_impr={s: rela_impr(scenario_auc[s].mean, (base.scenario_auc if base else scenario_auc)[s].mean)
                             for s in scenarios},
+        scenario_logloss={s: cell("logloss", s) for s in scenarios},
     )
 
 
-def scenario_metrics(record: dict, scenario: str) -> dict:
-    try:
-        return record["metrics"]["scenarios"][scenario]
-    except KeyError:
-        raise UserError(f"run {record['run_id']} has no scenario {scenario!r}: it was made on other data") from None
+def tested(row: ModelRow, runs: list[dict], base_runs: list[dict], scopes: list[str],
+           predictions: AlignedPredictions | None, bootstrap_rounds: int) -> ModelRow:
+    """The row with its tests against the base (none for the base itself) and, if asked, its intervals."""
+    significance = {} if runs is base_runs else against_base(runs, base_runs, scopes, predictions)
+    intervals = bootstrap_intervals(runs, scopes, predictions, bootstrap_rounds) if bootstrap_rounds else {}
+    return replace(row, significance=significance, auc_interval=intervals)
 
 
-# Rendering ------------------------------------------------------------------------------------------------
+def from_json(text: str) -> Comparison:
+    """The comparison `to_json` wrote, rebuilt: it renders to the same table in every format."""
+    data = json.loads(text)
+    return Comparison(**{**data, "rows": [row_from_dict(row) for row in data["rows"]]})
 
-def header(comparison: Comparison) -> list[str]:
-    overall = ["Model", "AUC", "GAUC", "LogLoss", f"RelaImpr vs {comparison.base}"]
+
+def row_from_dict(data: dict) -> ModelRow:
+    def cells(values: dict) -> dict[str, Cell]:
+        return {scope: Cell(**cell) for scope, cell in values.items()}
+
+    return ModelRow(**{
+        **data, **{name: Cell(**data[name]) for name in ("auc", "gauc", "logloss", "gap_closed")},
+        "scenario_auc": cells(data["scenario_auc"]), "scenario_logloss": cells(data["scenario_logloss"]),
+        "significance": {scope: Significance(**value) for scope, value in data["significance"].items()},
+    })
+
+
+# Layout: the table as text cells, in either orientation ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Layout:
+    """A table ready to draw in any format: plain text cells, which of them are bold, and the caption."""
+
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]]  # (row, column)
+    caption: str
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the model orientation: its title, each row's text and, where bold marks the best, a score."""
+
+    title: str
+    text: Callable[[ModelRow], str]
+    score: Callable[[ModelRow], float | None] | None = None  # higher is better
+
+
+def layout(comparison: Comparison, by: str = "model") -> Layout:
+    if by not in ORIENTATIONS:
+        raise UserError(f"unknown orientation {by!r}: choose one of {', '.join(ORIENTATIONS)}")
+    return by_model(comparison) if by == "model" else by_scenario(comparison)
+
+
+def by_model(comparison: Comparison) -> Layout:
+    """Table II: one row per model (the oracle last, for synthetic data); the best per column in bold."""
+    columns = model_columns(comparison)
+    rows = [[column.text(row) for column in columns] for row in comparison.rows]
+    bold = set()
+    for j, column in enumerate(columns):
+        scores = [column.score(row) if column.score else None for row in comparison.rows]
+        bold |= {(best, j) for best in [best_index(scores)] if best is not None}
     if comparison.oracle_auc:
-        overall.append("Oracle gap closed")
-    return overall + [f"{s} (n={comparison.test_rows[s]})" for s in comparison.scenarios]
+        rows.append(["oracle (true probability)", number(comparison.oracle_auc[OVERALL]), "", "", "", "1.000",
+                     *chain.from_iterable((number(comparison.oracle_auc[s]), "") for s in comparison.scenarios)])
+    return Layout([c.title for c in columns], rows, bold, caption(comparison, "Best per column in bold."))
 
 
-def cells(comparison: Comparison, row: ModelRow) -> list[str]:
-    values = [row.model, row.auc.text(), row.gauc.text(), row.logloss.text(), percent(row.rela_impr)]
+def model_columns(comparison: Comparison) -> list[Column]:
+    columns = [
+        Column("Model", lambda r: r.model),
+        Column("AUC", lambda r: auc_text(r, OVERALL), lambda r: r.auc.mean),
+        Column("GAUC", lambda r: r.gauc.text(), lambda r: r.gauc.mean),
+        Column("LogLoss", lambda r: r.logloss.text(), lambda r: None if r.logloss.mean is None else -r.logloss.mean),
+        Column(f"RelaImpr vs {comparison.base}", lambda r: percent(r.rela_impr)),
+    ]
     if comparison.oracle_auc:
-        values.append(row.gap_closed.text(3))
-    return values + [row.scenario_auc[s].text() for s in comparison.scenarios]
+        columns.append(Column("Oracle gap closed", lambda r: r.gap_closed.text(3)))
+    for s in comparison.scenarios:
+        columns += [Column(f"{s} AUC (n={comparison.test_rows[s]:,})", lambda r, s=s: auc_text(r, s),
+                           lambda r, s=s: r.scenario_auc[s].mean),
+                    Column(f"{s} RelaImpr", lambda r, s=s: percent(r.scenario_rela_impr[s]))]
+    return columns
 
 
-def oracle_cells(comparison: Comparison) -> list[str]:
-    """The AUC of the true click probability: the ceiling no model can pass on this test set."""
-    return ["oracle (true probability)", number(comparison.oracle_auc["overall"]), "", "", "", "1.000",
-            *[number(comparison.oracle_auc[s]) for s in comparison.scenarios]]
+def by_scenario(comparison: Comparison) -> Layout:
+    """Table III: one row per scenario (overall last) with its test rows and positives; one AUC column per
+    model, then each other model's RelaImpr; the best model per scenario in bold."""
+    others = [row for row in comparison.rows if row.model != comparison.base]
+    oracle = ["Oracle AUC"] if comparison.oracle_auc else []
+    header = ["Scenario", "Test rows", "Positives", *oracle, *[row.model for row in comparison.rows],
+              *[f"{row.model} RelaImpr vs {comparison.base}" for row in others]]
+    first_model = 3 + len(oracle)
+    rows, bold = [], set()
+    for i, scope in enumerate([*comparison.scenarios, OVERALL]):
+        rows.append([scope, f"{comparison.test_rows[scope]:,}", f"{comparison.test_positives[scope]:,}",
+                     *([number(comparison.oracle_auc[scope])] if oracle else []),
+                     *[auc_text(row, scope) for row in comparison.rows],
+                     *[percent(row.scope_rela_impr(scope)) for row in others]])
+        best = best_index([row.scope_auc(scope).mean for row in comparison.rows])
+        if best is not None:
+            bold.add((i, first_model + best))
+    return Layout(header, rows, bold, caption(comparison, "Best model per scenario in bold."))
 
 
-def best_columns(comparison: Comparison) -> dict[int, str]:
-    """Column index -> the model with the best mean (highest AUC, lowest LogLoss)."""
-    columns = {1: lambda r: r.auc.mean, 3: lambda r: -r.logloss.mean if r.logloss.mean is not None else None}
-    offset = 6 if comparison.oracle_auc else 5
-    for i, scenario in enumerate(comparison.scenarios):
-        columns[offset + i] = lambda r, s=scenario: r.scenario_auc[s].mean
-    best = {}
-    for column, key in columns.items():
-        scored = [(key(r), r.model) for r in comparison.rows if key(r) is not None]
-        if scored:
-            best[column] = max(scored)[1]
-    return best
+def auc_text(row: ModelRow, scope: str) -> str:
+    """Mean ± std, the significance marks, and the bootstrap interval when there is one."""
+    text = row.scope_auc(scope).text()
+    significance = row.significance.get(scope)
+    if significance is not None:
+        text += significance.marks
+    interval = row.auc_interval.get(scope)
+    return text + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
+
+def best_index(scores: list[float | None]) -> int | None:
+    present = [(score, i) for i, score in enumerate(scores) if score is not None]
+    return max(present, key=lambda pair: pair[0])[1] if present else None
+
+
+def caption(comparison: Comparison, bold: str) -> str:
+    seeds = "/".join(map(str, sorted({len(r.seeds) for r in comparison.rows})))
+    base = comparison.base
+    dataset = f"{comparison.dataset['name']}/{comparison.dataset['variant']}"
+    parts = [f"Test AUC on {dataset} (mean ± std over {seeds} seed(s)); RelaImpr against {base} from mean AUCs.",
+             bold]
+    tests = [s for row in comparison.rows for s in row.significance.values()]
+    delong_seeds = sorted({s.delong_seed for s in tests if s.delong_seed is not None})
+    if delong_seeds:
+        parts.append(f"{DELONG_MARK} AUC above {base} by DeLong's test on the test predictions of seed "
+                     f"{'/'.join(map(str, delong_seeds))} (the smallest seed both share), p < {ALPHA}.")
+    if any(s.paired_p is not None for s in tests):
+        parts.append(f"{PAIRED_MARK} AUC above {base} by a paired t-test over the shared seeds, p < {ALPHA}.")
+    if comparison.bootstrap_rounds:
+        parts.append(f"[low, high]: 95% percentile bootstrap interval of the AUC of each model's smallest seed "
+                     f"({comparison.bootstrap_rounds} resamples).")
+    return " ".join(parts)
 
 
 def percent(value: float | None) -> str:
@@ -160,81 +297,97 @@ def number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def table_rows(comparison: Comparison, mark, escape=str) -> list[list[str]]:
-    """Every row as text; the best model per column passes through `mark` (bold in each format)."""
-    best = best_columns(comparison)
-    rows = []
-    for row in comparison.rows:
-        values = [escape(v) for v in cells(comparison, row)]
-        rows.append([mark(v) if best.get(i) == row.model else v for i, v in enumerate(values)])
-    if comparison.oracle_auc:
-        rows.append([escape(v) for v in oracle_cells(comparison)])
-    return rows
+# Rendering --------------------------------------------------------------------------------------------------
+
+def drawn(table: Layout, escape: Callable[[str], str], strong: Callable[[str], str]) -> list[list[str]]:
+    """Every cell escaped for the format, the bold ones passed through `strong`."""
+    return [[strong(escape(text)) if (i, j) in table.bold else escape(text) for j, text in enumerate(row)]
+            for i, row in enumerate(table.rows)]
 
 
-def caption(comparison: Comparison) -> str:
-    seeds = sorted({len(r.seeds) for r in comparison.rows})
-    return (f"Test AUC on {comparison.dataset['name']}/{comparison.dataset['variant']} "
-            f"(mean ± std over {'/'.join(map(str, seeds))} seed(s)); RelaImpr against {comparison.base}; "
-            "best mean per column in bold.")
+def render_rich(comparison: Comparison, by: str = "model") -> Table:
+    table = layout(comparison, by)
+    rich_table = Table(title=table.caption, title_justify="left")
+    for j, name in enumerate(table.header):
+        rich_table.add_column(name, justify="left" if j == 0 else "right")
+    for i, row in enumerate(table.rows):
+        rich_table.add_row(*(Text(text, style="bold" if (i, j) in table.bold else "") for j, text in enumerate(row)))
+    return rich_table
 
 
-def render_rich(comparison: Comparison) -> Table:
-    table = Table(title=caption(comparison), title_justify="left")
-    for i, name in enumerate(header(comparison)):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in table_rows(comparison, lambda v: f"[bold]{v}[/bold]"):
-        table.add_row(*row)
-    return table
+def to_markdown(comparison: Comparison, by: str = "model") -> str:
+    table = layout(comparison, by)
+    lines = ["| " + " | ".join(map(markdown_escape, table.header)) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(table.header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in drawn(table, markdown_escape, lambda v: f"**{v}**")]
+    return "\n".join([*lines, "", markdown_escape(table.caption), ""])
 
 
-def to_markdown(comparison: Comparison) -> str:
-    names = header(comparison)
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join(["---"] + ["---:"] * (len(names) - 1)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(comparison, lambda v: f"**{v}**")]
-    return "\n".join([*lines, "", caption(comparison), ""])
+def markdown_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*")
 
 
-def to_csv(comparison: Comparison) -> str:
-    """One line per model and metric column, numbers unformatted (mean and std side by side)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["model", "seeds", "column", "mean", "std", "rela_impr_percent"])
-    for row in comparison.rows:
-        seeds = " ".join(map(str, row.seeds))
-        for column, cell in [("auc", row.auc), ("gauc", row.gauc), ("logloss", row.logloss),
-                             ("gap_closed", row.gap_closed)]:
-            writer.writerow([row.model, seeds, column, cell.mean, cell.std, row.rela_impr if column == "auc" else ""])
-        for scenario in comparison.scenarios:
-            cell = row.scenario_auc[scenario]
-            writer.writerow([row.model, seeds, f"auc:{scenario}", cell.mean, cell.std,
-                             row.scenario_rela_impr[scenario]])
-    return buffer.getvalue()
-
-
-def to_json(comparison: Comparison) -> str:
-    return json.dumps(asdict(comparison), indent=2)
-
-
-def to_latex(comparison: Comparison) -> str:
-    names = [latex_escape(n) for n in header(comparison)]
-    rows = table_rows(comparison, lambda v: f"\\textbf{{{v}}}", latex_escape)
-    body = [" & ".join(row) + r" \\" for row in rows]
+def to_latex(comparison: Comparison, by: str = "model") -> str:
+    table = layout(comparison, by)
+    body = [" & ".join(row) + r" \\" for row in drawn(table, latex_escape, lambda v: f"\\textbf{{{v}}}")]
     return "\n".join([
-        r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(caption(comparison))}}}",
-        r"\begin{tabular}{l" + "r" * (len(names) - 1) + "}", r"\toprule", " & ".join(names) + r" \\",
-        r"\midrule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", "",
+        r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(table.caption)}}}",
+        r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}", r"\toprule",
+        " & ".join(map(latex_escape, table.header)) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
+        r"\end{table}", "",
     ])
 
 
 def latex_escape(text: str) -> str:
     for char in "&%$#_":
         text = text.replace(char, "\\" + char)
-    return text.replace("±", "$\\pm$")
+    return text.replace("±", "$\\pm$").replace(PAIRED_MARK, "$^\\dagger$")
 
 
-def render(comparison: Comparison, fmt: str) -> str:
-    renderers = {"md": to_markdown, "csv": to_csv, "json": to_json, "latex": to_latex}
-    if fmt not in renderers:
+def to_html(comparison: Comparison, by: str = "model") -> str:
+    table = layout(comparison, by)
+    return html.page(title(comparison), [html.table(table.header, table.rows, table.bold, table.caption)])
+
+
+def title(comparison: Comparison) -> str:
+    return f"mscbench: {comparison.dataset['name']}/{comparison.dataset['variant']}, models against {comparison.base}"
+
+
+def to_csv(comparison: Comparison, by: str = "model") -> str:
+    """Tidy: one line per model, scope and metric, numbers unformatted; significance on the AUC lines.
+    The same in both orientations (pivot it either way)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "seeds", "scope", "metric", "mean", "std", "rela_impr_percent", "delong_seed",
+                     "delong_p", "paired_seeds", "paired_p", "marks", "ci_low", "ci_high"])
+    for row in comparison.rows:
+        seeds = " ".join(map(str, row.seeds))
+        for scope in comparison.scopes:
+            overall = scope == OVERALL
+            test = row.significance.get(scope)
+            interval = row.auc_interval.get(scope) or ["", ""]
+            tested = ["", "", "", "", ""] if test is None else [
+                test.delong_seed, test.delong_p, test.paired_seeds, test.paired_p, test.marks]
+            auc = row.scope_auc(scope)
+            writer.writerow([row.model, seeds, scope, "auc", auc.mean, auc.std, row.scope_rela_impr(scope),
+                             *tested, *interval])
+            others = {"logloss": row.logloss if overall else row.scenario_logloss[scope]}
+            if overall:
+                others |= {"gauc": row.gauc, "gap_closed": row.gap_closed}
+            for metric, cell in others.items():
+                writer.writerow([row.model, seeds, scope, metric, cell.mean, cell.std, *[""] * 8])
+    return buffer.getvalue()
+
+
+def to_json(comparison: Comparison, by: str = "model") -> str:
+    """Everything in the comparison (orientation-free: either table is rebuilt from it by `from_json`)."""
+    return json.dumps(asdict(comparison), indent=2)
+
+
+RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json, "latex": to_latex, "html": to_html}
+
+
+def render(comparison: Comparison, fmt: str, by: str = "model") -> str:
+    if fmt not in RENDERERS:
         raise UserError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    return renderers[fmt](comparison)
+    return RENDERERS[fmt](comparison, by)

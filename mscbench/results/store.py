@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from mscbench.errors import UserError
 METRICS_SCHEMA = 1
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE = "config.toml", "metrics.json", "history.jsonl"
 MODEL_FILE, PREDICTIONS_FILE, CHECKPOINT_FILE = "model.pt", "predictions.npz", "checkpoint.pt"
+OVERALL = "overall"  # the scope of all test rows, beside each scenario's name
+RECORD_KEYS = ("run_id", "model", "seed", "dataset", "metrics")  # what every reader of a run relies on
 
 
 class RunStore:
@@ -57,20 +60,69 @@ class RunStore:
         path = self.path(run_id) / METRICS_FILE
         try:
             metrics = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
+        except FileNotFoundError:
+            raise UserError(f"run {run_id} is not in {self.root} (no {METRICS_FILE}): train it first") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise UserError(f"{path} is corrupt ({error}): delete the run directory to retrain it") from None
-        if metrics.get("schema") != METRICS_SCHEMA:
-            raise UserError(f"{path} has schema {metrics.get('schema')!r}, not {METRICS_SCHEMA}: retrain it")
+        if not isinstance(metrics, dict) or metrics.get("schema") != METRICS_SCHEMA:
+            schema = metrics.get("schema") if isinstance(metrics, dict) else None
+            raise UserError(f"{path} has schema {schema!r}, not {METRICS_SCHEMA}: retrain it")
+        missing = [key for key in RECORD_KEYS if key not in metrics]
+        if missing or not {"overall", "scenarios"} <= set(metrics["metrics"]):
+            raise UserError(f"{path} is corrupt (missing {', '.join(missing) or 'overall/scenarios metrics'}): "
+                            "delete the run directory to retrain it")
         return metrics
 
     def predictions(self, run_id: str) -> dict[str, np.ndarray]:
-        with np.load(self.path(run_id) / PREDICTIONS_FILE) as stored:
-            return {key: stored[key] for key in stored.files}
+        """The stored test predictions: `prob`, `label` and `scenario`, one entry per test row in order."""
+        path = self.path(run_id) / PREDICTIONS_FILE
+        try:
+            with np.load(path) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+        except FileNotFoundError:
+            raise UserError(f"run {run_id} has no stored test predictions ({path}): retrain it with --rerun") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise UserError(f"{path} is corrupt ({error}): retrain the run with --rerun") from None
+        if not {"prob", "label", "scenario"} <= set(arrays):
+            raise UserError(f"{path} lacks prob, label or scenario: retrain the run with --rerun")
+        return arrays
+
+    def predictions_of(self, record: dict) -> dict[str, np.ndarray]:
+        return self.predictions(record["run_id"])
+
+    def history(self, run_id: str) -> list[dict]:
+        """The run's curves, one dict per epoch (and per scenario for the individual protocol)."""
+        path = self.path(run_id) / HISTORY_FILE
+        try:
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} is corrupt ({error}): retrain the run with --rerun") from None
 
     def complete_runs(self) -> list[str]:
         if not self.root.exists():
             return []
         return sorted(p.parent.name for p in self.root.glob(f"*/{METRICS_FILE}"))
+
+
+def locate_run(run: str, runs_dir: Path) -> tuple[RunStore, str]:
+    """A complete run named by its directory, or by its id inside `runs_dir`: its store and its id."""
+    for directory in (Path(run), Path(runs_dir) / run):
+        if (directory / METRICS_FILE).exists():
+            return RunStore(directory.parent), directory.name
+    raise UserError(f"{run} is not a complete run: no {METRICS_FILE} in it, nor a run of that id in {runs_dir}")
+
+
+def scope_metrics(record: dict, scope: str) -> dict:
+    """A run record's metrics of one scope: "overall" or a scenario name."""
+    metrics = record["metrics"]
+    if scope == OVERALL:
+        return metrics["overall"]
+    try:
+        return metrics["scenarios"][scope]
+    except KeyError:
+        raise UserError(f"run {record['run_id']} has no scenario {scope!r}: it was made on other data") from None
 
 
 def to_toml(table: dict, prefix: str = "") -> str:
