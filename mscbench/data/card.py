@@ -3,9 +3,9 @@
 
 A card names its tables (the first is the fact table, one row per impression; the others are dimension
 tables joined onto it), the label, the scenario, the features and the split. `load_card` reads and checks
-it into frozen dataclasses; `inspect_card` reads the raw files once or twice (lazily, streaming) to find
-the split boundaries, the scenarios and whatever is wrong; `card_spec` maps both onto a `DatasetSpec`,
-and `prepare_card` hands it to the generic preparer. Every file is read as text, so a stray non-numeric
+it into frozen dataclasses; `inspect_card` reads the raw files in a few streamed passes (bounded memory)
+to find the split boundaries, the scenarios and whatever is wrong; `card_spec` maps both onto a
+`DatasetSpec`, and `prepare_card` hands it to the generic preparer. Every file is read as text, so a stray non-numeric
 value in a numeric-looking id column never breaks type inference; numbers are parsed where they are used.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import math
 import operator
 import re
 import shutil
@@ -30,7 +31,8 @@ import polars as pl
 
 from mscbench.config import ConfigError, coerce, suggest
 from mscbench.data.errors import DataError
-from mscbench.data.prepare import PrepareResult, Progress, ignore, numeric, prepare, with_history
+from mscbench.data.prepare import PrepareResult, Progress, ignore, numeric, prepare
+from mscbench.data.sequences import History, bucket_count, with_histories
 from mscbench.data.spec import (
     SPLIT_COLUMN, ColumnSplit, DatasetSpec, RandomSplit, SequenceColumn, SparseColumn, TimeSplit,
 )
@@ -44,6 +46,8 @@ MISSING_SCENARIO = "missing"  # the scenario of rows whose scenario value is emp
 ROW_COLUMN = "__row"  # a row number, hashed by the random split
 MATCHED = "__matched:"  # marker column per dimension table: null where the fact row matched no row
 LINE = "__line"
+QUANTILE_VALUE = "__value"
+QUANTILE_BIN = 1 << 16  # consecutive values counted together by the first pass of a streamed quantile
 OPERATORS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
              ">": operator.gt, "<": operator.lt}
 
@@ -404,8 +408,10 @@ def joined(card: Card, frame: pl.LazyFrame, available: list[str], table: Table, 
             raise DataError(f"{card.where} [tables.{table.name}] joins on {dimension_key!r}, which "
                             f"{paths[table.name].name} lacks (it has {', '.join(dimension_columns)})")
     keys = list(table.join.on.values())
+    # in memory (bounded by distinct keys): a join streams the fact table only against a built side;
+    # a lazy `unique` there holds up the scan and buffers fact rows
     dimension = (dimension.unique(subset=keys, keep="first", maintain_order=False)
-                 .with_columns(pl.lit(True).alias(MATCHED + table.name)))
+                 .with_columns(pl.lit(True).alias(MATCHED + table.name)).collect(engine="streaming").lazy())
     return frame.join(dimension, left_on=list(table.join.on), right_on=keys, how="left",
                       maintain_order="left", suffix=f"_{table.name}")
 
@@ -583,7 +589,7 @@ class CardReport:
 
 
 def inspect_card(card: Card, tables: RawTables) -> CardReport:
-    """Read the joined tables (two streaming passes) and check the label, time, joins and dense values."""
+    """Read the joined tables (streamed passes) and check the label, time, joins and dense values."""
     frame = tables.frame
     profile = profile_query(card, frame).collect(engine="streaming")
     rows = profile["rows"].item()
@@ -602,7 +608,7 @@ def inspect_card(card: Card, tables: RawTables) -> CardReport:
     notes["unparsable_dense"] = {name: profile[f"dense:{name}"].item() for name in card.features.dense}
     warnings += [f"dense column {name!r}: {count:,} values do not parse as numbers (counted as missing)"
                  for name, count in notes["unparsable_dense"].items() if count]
-    split = split_of(card, profile)
+    split = split_of(card, frame)
     counts = scenario_counts(card, frame, split)
     merged = small_scenarios(counts, card.scenario.min_train_rows)
     per_scenario = merge_counts(counts, merged)
@@ -627,30 +633,13 @@ def profile_query(card: Card, frame: pl.LazyFrame) -> pl.LazyFrame:
                *((pl.col(name).is_not_null() & numeric(name).is_null()).sum().alias(f"dense:{name}")
                  for name in card.features.dense)]
     if time_column:
-        time = time_value(card.split)
-        columns += bad_values("time", time_column, time)
-        if card.split.by == "time":
-            columns += time_boundaries(card, time)
+        columns += bad_values("time", time_column, time_value(card.split))
     return frame.select(columns)
 
 
 def bad_values(kind: str, column: str, parsed: pl.Expr) -> list[pl.Expr]:
     bad = parsed.is_null()
     return [bad.sum().alias(f"{kind}:bad"), pl.col(column).filter(bad).first().alias(f"{kind}:first")]
-
-
-def time_boundaries(card: Card, time: pl.Expr) -> list[pl.Expr]:
-    """The first test and validation times: row quantiles of time (the last shares of rows)."""
-    split = card.split
-    readable_time = time.filter(label_value(card.label).is_not_null())
-    if split.test_from is not None:
-        test_from = time_ticks(split.test_from, split, card.where)
-        training = readable_time.filter(readable_time < test_from)
-        return [pl.lit(test_from, pl.Float64).alias("test_from"),
-                training.quantile(1.0 - split.valid_fraction, "higher").alias("valid_from")]
-    return [readable_time.quantile(1.0 - split.test_fraction, "higher").alias("test_from"),
-            readable_time.quantile((1.0 - split.test_fraction) * (1.0 - split.valid_fraction), "higher")
-            .alias("valid_from")]
 
 
 def tolerated(card: Card, profile: pl.DataFrame, kind: str, column: str, rows: int) -> int:
@@ -680,17 +669,54 @@ def join_matches(card: Card, profile: pl.DataFrame, rows: int, warnings: list[st
     return unmatched
 
 
-def split_of(card: Card, profile: pl.DataFrame) -> Any:
+def split_of(card: Card, frame: pl.LazyFrame) -> Any:
     split = card.split
     if split.by == "random":
         return RandomSplit(ROW_COLUMN, split.seed, split.test_fraction, split.valid_fraction)
     if split.by == "column":
         return ColumnSplit(split.column)
-    test_from, valid_from = profile["test_from"].item(), profile["valid_from"].item()
+    test_from, valid_from = time_boundaries(card, frame)
     if test_from is None:
         raise DataError(f"{card.where} [split]: no row has a readable time in {split.time_column!r}")
     valid_from = test_from if valid_from is None else valid_from
     return TimeSplit(split.time_column, valid_from=int(valid_from), test_from=int(test_from))
+
+
+def time_boundaries(card: Card, frame: pl.LazyFrame) -> tuple[int | None, int | None]:
+    """The first test and validation times: row quantiles of time (the last shares of rows)."""
+    split = card.split
+    times = (frame.filter(label_value(card.label).is_not_null())
+             .select(time_value(split).alias(QUANTILE_VALUE)).drop_nulls())
+    if split.test_from is not None:
+        test_from = time_ticks(split.test_from, split, card.where)
+        training = times.filter(pl.col(QUANTILE_VALUE) < test_from)
+        return test_from, streamed_quantiles(training, [1.0 - split.valid_fraction])[0]
+    test_from, valid_from = streamed_quantiles(
+        times, [1.0 - split.test_fraction, (1.0 - split.test_fraction) * (1.0 - split.valid_fraction)])
+    return test_from, valid_from
+
+
+def streamed_quantiles(values: pl.LazyFrame, fractions: list[float]) -> list[int | None]:
+    """Exact "higher" quantiles (as polars computes them) of the integer column `QUANTILE_VALUE`, in two
+    streamed passes that hold counts only (polars' own quantile holds the whole column): rows per bin of
+    `QUANTILE_BIN` consecutive values find the bin of each quantile's rank, then rows per value within
+    those bins find the value."""
+    value, bin_of = pl.col(QUANTILE_VALUE), pl.col(QUANTILE_VALUE) // QUANTILE_BIN
+    bins = values.group_by(bin=bin_of).agg(rows=pl.len()).collect(engine="streaming").sort("bin")
+    total = int(bins["rows"].sum())
+    if total == 0:
+        return [None] * len(fractions)
+    ends = bins["rows"].cum_sum()
+    ranks = [math.ceil((total - 1) * fraction) for fraction in fractions]
+    chosen = [ends.search_sorted(rank, side="right") for rank in ranks]  # index of the bin holding each rank
+    counts = (values.filter(bin_of.is_in(bins["bin"].gather(chosen).to_list()))
+              .group_by(value, bin=bin_of).agg(rows=pl.len()).collect(engine="streaming").sort(QUANTILE_VALUE))
+    found = []
+    for rank, index in zip(ranks, chosen):
+        inside = counts.filter(pl.col("bin") == bins["bin"][index])
+        before = ends[index] - bins["rows"][index]
+        found.append(inside[QUANTILE_VALUE][inside["rows"].cum_sum().search_sorted(rank - before, side="right")])
+    return found
 
 
 def derived(card: Card, frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -760,13 +786,18 @@ def feature_sides(card: Card, tables: RawTables) -> dict[str, str]:
     return sides
 
 
-def prepared_frame(card: Card, frame: pl.LazyFrame, report: CardReport) -> pl.LazyFrame:
+def prepared_frame(card: Card, frame: pl.LazyFrame, report: CardReport, workdir: Path,
+                   progress: Progress) -> pl.LazyFrame:
+    """The rows to prepare; sequences built from the fact table are gathered by user buckets in `workdir`."""
     frame = derived(card, frame).with_columns(merged_scenario(report.merged))
-    built = {s.name: s.from_ for s in card.features.sequence if s.column is None}
-    if built:
-        max_len = card.features.sequence[0].max_len
-        frame = with_history(frame, card.features.user, card.split.time_column, built, max_len)
-    return frame
+    built = [sequence for sequence in card.features.sequence if sequence.column is None]
+    if not built:
+        return frame
+    user, time = card.features.user, card.split.time_column
+    histories = [History(frame.select(user, time, s.from_).drop_nulls(), {s.name: s.from_}, s.max_len)
+                 for s in built]
+    buckets = bucket_count(report.rows)
+    return with_histories(frame, histories, user, time, workdir / "sequences", buckets, progress)
 
 
 @contextmanager
@@ -789,7 +820,7 @@ def check_card_data(card: Card, raw_dir: Path) -> CardReport:
 def prepare_card(card: Card, raw_dir: Path, data_dir: Path, progress: Progress | None = None,
                  name: str | None = None) -> PrepareResult:
     report = progress or ignore
-    with opened(card, raw_dir, data_dir) as (tables, _):
+    with opened(card, raw_dir, data_dir) as (tables, workdir):
         report(f"reading {', '.join(p.name for p in tables.paths.values())}")
         inspection = inspect_card(card, tables)
         for warning in inspection.warnings:
@@ -798,7 +829,8 @@ def prepare_card(card: Card, raw_dir: Path, data_dir: Path, progress: Progress |
             report(f"merged {len(inspection.merged)} small scenario(s) into {OTHER_SCENARIO!r}: "
                    f"{', '.join(inspection.merged)}")
         spec = card_spec(card, tables, inspection, name)
-        return prepare(spec, lambda: prepared_frame(card, tables.frame, inspection), data_dir, progress)
+        return prepare(spec, lambda: prepared_frame(card, tables.frame, inspection, workdir, report), data_dir,
+                       progress)
 
 
 def prepare_card_source(raw_dir: Path | None, data_dir: Path, progress: Progress | None = None,

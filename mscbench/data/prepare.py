@@ -183,9 +183,9 @@ def write_prepared(spec: DatasetSpec, frame: pl.LazyFrame, directory: Path, fing
         report(f"warning: {warning}")
     report("writing the encoded splits")
     encoded = encode(frame, spec, statistics)
-    pl.collect_all([encoded.filter(pl.col(SPLIT_COLUMN) == split).drop(SPLIT_COLUMN)
-                    .sink_parquet(directory / f"{split}.parquet", lazy=True) for split in SPLITS],
-                   engine="streaming")
+    for split in SPLITS:  # one sink at a time: sinks collected together make polars cache their shared input
+        encoded.filter(pl.col(SPLIT_COLUMN) == split).drop(SPLIT_COLUMN).sink_parquet(
+            directory / f"{split}.parquet", engine="streaming")
     manifest = build_manifest(spec, statistics, fingerprint)
     write_manifest(directory, manifest)
     return manifest
@@ -212,30 +212,6 @@ def checked(frame: pl.LazyFrame, spec: DatasetSpec) -> pl.LazyFrame:
     return frame
 
 
-def with_history(frame: pl.LazyFrame, user: str, time: str, sources: dict[str, str],
-                 max_len: int) -> pl.LazyFrame:
-    """`frame` plus, for each `name -> column` of `sources`, a list column `name`: the row's user's last
-    `max_len` values of `column` at times strictly before the row's (most recent last; empty if none).
-
-    Events are grouped into moments (user, time): every row of a moment gets the same history, so an
-    event never sees itself or anything at its own time. Moments are sorted and shifted globally (no
-    per-user windows); each holds at least one event, so `max_len` earlier moments suffice.
-    """
-    schema = frame.collect_schema()
-    moments = (frame.select(user, time, *set(sources.values())).drop_nulls([user, time])
-               .group_by(user, time).agg(**{name: pl.col(column).drop_nulls() for name, column in sources.items()})
-               .sort(user, time))
-
-    def before(name: str) -> pl.Expr:
-        empty = pl.lit([], dtype=pl.List(schema[sources[name]]))
-        earlier = [pl.when(pl.col(user).shift(step) == pl.col(user)).then(pl.col(name).shift(step))
-                   .otherwise(empty) for step in range(max_len, 0, -1)]
-        return pl.concat_list(earlier).list.tail(max_len).alias(name)
-
-    histories = moments.select(user, time, *(before(name) for name in sources))
-    return frame.join(histories, on=[user, time], how="left", maintain_order="left")
-
-
 def binary_label(spec: DatasetSpec) -> pl.Expr:
     return pl.col(spec.label).cast(pl.Float64, strict=False)
 
@@ -254,9 +230,9 @@ def training_statistics(frame: pl.LazyFrame, spec: DatasetSpec) -> TrainingStati
     dense_query = train.select(*(numeric(name).mean().alias(f"mean:{name}") for name in spec.dense),
                                *(numeric(name).std(ddof=0).alias(f"std:{name}") for name in spec.dense))
     tables = [column.name for column in spec.sparse] + [s.name for s in spec.sequences if s.target is None]
-    counts, dense, *vocabularies = pl.collect_all(
-        [counts_query, dense_query, *(vocabulary_query(train, spec, table) for table in tables)],
-        engine="streaming")
+    queries = [counts_query, dense_query, *(vocabulary_query(train, spec, table) for table in tables)]
+    # one at a time: queries collected together share their input, which polars then caches whole
+    counts, dense, *vocabularies = [query.collect(engine="streaming") for query in queries]
     scenarios = checked_counts(counts, spec)
     return TrainingStatistics(
         counts=counts, scenarios=scenarios,

@@ -18,9 +18,8 @@ each impression carries the user's last 15 behaviours (category, brand, behaviou
 before the impression) strictly before its timestamp; 2017-05-06..05-11 train, 05-12 validates (the end
 of SAML's training week, for early stopping only), 05-13 tests.
 
-The behaviour log never sits in memory whole: impressions and behaviours are partitioned on disk by a
-hash of the user into buckets (streamed with polars); each bucket then finds, per impression, its last
-behaviour strictly before it with an as-of join and gathers up to 15 behaviours ending there, so peak
+The behaviour log never sits in memory whole: `mscbench.data.sequences` partitions impressions and
+behaviours on disk by a hash of the user into buckets and builds the sequences bucket by bucket, so peak
 memory is about one bucket.
 """
 
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mscbench.data import sequences
 from mscbench.data.download import extracted, fingerprint, is_archive
 from mscbench.data.errors import DataError
 from mscbench.data.prepare import PrepareResult, Progress, ignore, prepare
@@ -168,59 +168,22 @@ def checked_impressions(path: Path, tables: dict[str, pl.LazyFrame]) -> tuple[pl
 def with_histories(impressions: pl.LazyFrame, behaviours: pl.LazyFrame, work: Path, buckets: int,
                    report: Progress) -> pl.LazyFrame:
     """The impressions with their behaviour sequences, built bucket by bucket on disk."""
-    users = impressions.select("user").unique()
-    last_time = impressions.select(pl.col("time_stamp").max()).collect().item()
-    relevant = behaviours.join(users, on="user", how="semi").filter(pl.col("time_stamp") < last_time)
-    report(f"partitioning impressions and behaviours into {buckets} buckets by user")
+    # the users in memory (bounded by distinct users): a lazy build side would hold up the streamed log
+    users = impressions.select("user").unique().collect(engine="streaming")
+    last_time = impressions.select(pl.col("time_stamp").max()).collect(engine="streaming").item()
+    relevant = behaviours.join(users.lazy(), on="user", how="semi").filter(pl.col("time_stamp") < last_time)
     try:
-        pl.collect_all([partitioned(impressions, work / "impressions", buckets),
-                        partitioned(relevant, work / "behaviours", buckets)], engine="streaming")
+        return sequences.with_histories(impressions, [behaviour_history(relevant)], "user", "time_stamp",
+                                        work, buckets, report)
     except pl.exceptions.ComputeError as error:
         raise DataError(f"{NAME}: a raw file does not parse: {str(error).splitlines()[0]}") from None
-    (work / "joined").mkdir()
-    for bucket in range(buckets):
-        report(f"building behaviour sequences: bucket {bucket + 1} of {buckets}")
-        bucket_impressions = read_bucket(work / "impressions", bucket)
-        if bucket_impressions is not None:
-            built = histories(bucket_impressions, read_bucket(work / "behaviours", bucket))
-            built.write_parquet(work / "joined" / f"{bucket}.parquet")
-    return pl.scan_parquet(work / "joined" / "*.parquet")
 
 
-def partitioned(frame: pl.LazyFrame, folder: Path, buckets: int) -> pl.LazyFrame:
-    bucket = (pl.col("user").hash(seed=0) % buckets).alias("bucket")
-    return frame.with_columns(bucket).sink_parquet(pl.PartitionBy(folder, key="bucket", include_key=False),
-                                                   mkdir=True, lazy=True)
+def behaviour_history(behaviours: pl.LazyFrame) -> sequences.History:
+    return sequences.History(behaviours, HISTORY, SEQUENCE_LENGTH, gap="hist_gap")
 
 
-def read_bucket(folder: Path, bucket: int) -> pl.DataFrame | None:
-    path = folder / f"bucket={bucket}"
-    return pl.read_parquet(path / "*.parquet") if path.is_dir() else None
-
-
-def histories(impressions: pl.DataFrame, behaviours: pl.DataFrame | None) -> pl.DataFrame:
-    """`impressions` with each one's last `SEQUENCE_LENGTH` behaviours strictly before its timestamp.
-
-    Behaviours sorted by user and time get a position; an as-of join (exact times excluded) finds each
-    impression's last earlier behaviour, and the positions from max(user's first, last - 14) to last are
-    gathered into lists, most recent last.
-    """
-    if behaviours is None:
-        behaviours = pl.DataFrame(schema=BEHAVIOR_LOG.schema() | {"time_stamp": pl.Int64})
-    behaviours = (behaviours.sort("user", "time_stamp", *HISTORY.values(), nulls_last=True)  # ties: by value
-                  .with_row_index("position").with_columns(pl.col("position").cast(pl.Int64))  # last - 14 < 0
-                  .with_columns(first=pl.col("position").min().over("user")))
-    impressions = impressions.sort("user", "time_stamp").join_asof(
-        behaviours.select("user", "time_stamp", last="position", first="first"), on="time_stamp", by="user",
-        strategy="backward", allow_exact_matches=False, check_sortedness=False)
-    start = pl.max_horizontal("first", pl.col("last") - (SEQUENCE_LENGTH - 1))
-    gathered = (impressions.select("time_stamp", position=pl.int_ranges(start, pl.col("last") + 1))
-                .with_row_index("impression").explode("position", empty_as_null=True, keep_nulls=True))
-    index = gathered["position"]
-    gathered = gathered.with_columns(behaviour_time=behaviours["time_stamp"].gather(index),
-                                     **{name: behaviours[name].gather(index) for name in HISTORY.values()})
-    present = pl.col("position").is_not_null()
-    lists = gathered.group_by("impression", maintain_order=True).agg(
-        *(pl.col(column).filter(present).alias(name) for name, column in HISTORY.items()),
-        hist_gap=(pl.col("time_stamp") - pl.col("behaviour_time")).filter(present))
-    return impressions.drop("last", "first").hstack(lists.drop("impression"))
+def histories(impressions: pl.DataFrame, behaviours: pl.DataFrame) -> pl.DataFrame:
+    """`impressions` with each one's last `SEQUENCE_LENGTH` behaviours strictly before its timestamp."""
+    return sequences.last_events(impressions, behaviours, behaviour_history(behaviours.lazy()), "user",
+                                 "time_stamp")
