@@ -1,7 +1,8 @@
 """Ranking and calibration metrics, computed per scenario and overall (DESIGN.md, "Metrics").
 
-Every AUC here is the Mann-Whitney statistic with ties counted one half, computed from average ranks
-in O(n log n). A set holding one class only has no AUC: the functions return None instead of raising.
+Every AUC here is the Mann-Whitney statistic with ties counted one half, computed in O(n log n): from the
+sorted scores of each class (AUC), or from average ranks within users (GAUC). A set holding one class only
+has no AUC: the functions return None instead of raising.
 Labels are 0/1 (any non-zero value counts as a click).
 """
 
@@ -38,12 +39,15 @@ def auc(label: np.ndarray, score: np.ndarray) -> float | None:
 
     AUC = 1/(|D+||D-|) * sum over (x+, x-) of [I(f(x+) > f(x-)) + 1/2 I(f(x+) = f(x-))].
     """
-    positive = is_positive(label)
-    n_positive = np.count_nonzero(positive)
-    n_negative = len(positive) - n_positive
-    if n_positive == 0 or n_negative == 0:
+    positive, score = is_positive(label), np.asarray(score)
+    positives, negatives = np.sort(score[positive]), np.sort(score[~positive])
+    if not len(positives) or not len(negatives):
         return None
-    return float(mann_whitney_auc(midranks(score)[positive].sum(), n_positive, n_negative))
+    # each positive beats the negatives below it and ties those equal to it: 2U = Σ (#below + #at or below),
+    # exact in integers; two sorts of one class each cost a fraction of ranking every row
+    twice_u = int(np.searchsorted(negatives, positives, "left").sum() + np.searchsorted(negatives, positives,
+                                                                                         "right").sum())
+    return twice_u / (2 * len(positives) * len(negatives))  # Python ints: one correctly rounded division
 
 
 def gauc(label: np.ndarray, score: np.ndarray, user: np.ndarray) -> float | None:

@@ -51,11 +51,58 @@ def new_embedding(rows: int, dim: int) -> nn.Embedding:
     return table
 
 
+class FusedLookup(torch.autograd.Function):
+    """A lookup of global `rows` in `fused`, the tables laid end to end in one storage, that hands the
+    gradient back to each table's own weight: slices of one dense gradient, or one sparse gradient per table.
+
+    One lookup (and one backward) for every field at once, instead of one per field; rows where `padding`
+    is True (id 0 of their table) read their table's padding row and send it no gradient, as
+    `nn.Embedding(padding_idx=0)` does.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, padding: torch.Tensor, fused: torch.Tensor, sparse: bool,
+                *weights: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows, padding)
+        ctx.sparse, ctx.sizes = sparse, [len(weight) for weight in weights]
+        return nn.functional.embedding(rows, fused)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        rows, padding = ctx.saved_tensors
+        if ctx.sparse:
+            grads = sparse_table_gradients(rows, padding, grad, ctx.sizes)
+        else:  # index_add_ takes about half the time of embedding_dense_backward, which sorts the rows first
+            kept = grad.masked_fill(padding.unsqueeze(-1), 0).reshape(-1, grad.shape[-1])
+            grads = grad.new_zeros(sum(ctx.sizes), grad.shape[-1]).index_add_(0, rows.flatten(), kept).split(ctx.sizes)
+        return None, None, None, None, *grads
+
+
+def sparse_table_gradients(rows: torch.Tensor, padding: torch.Tensor, grad: torch.Tensor,
+                           sizes: list[int]) -> list[torch.Tensor]:
+    """One sparse (uncoalesced) gradient per table from the gradient of a fused lookup."""
+    present = ~padding
+    rows, values = rows[present], grad[present]  # [n], [n, d]
+    starts = torch.tensor([0, *sizes], device=rows.device).cumsum(0)  # [T+1]
+    table = torch.bucketize(rows, starts[1:-1], right=True)  # [n] which table each row belongs to
+    order = torch.argsort(table, stable=True)
+    counts = torch.bincount(table, minlength=len(sizes)).tolist()
+    return [torch.sparse_coo_tensor((own_rows - start).unsqueeze(0), own_values, (size, grad.shape[-1]),
+                                    check_invariants=False)  # valid by construction
+            for own_rows, own_values, start, size in zip(rows[order].split(counts), values[order].split(counts),
+                                                         starts.tolist(), sizes)]
+
+
 class FeatureEmbedding(nn.Module):
     """One embedding table per manifest `table`, shared by the fields and sequences that name it.
 
     `with_scenario` adds the scenario id as one more sparse field (for models that have no scenario
     structure of their own, so that they are not handicapped by lacking it).
+
+    The tables stay separate parameters (`tables[i].weight`, their own state-dict keys and gradients) but
+    live end to end in one storage, so that all fields are looked up at once (`FusedLookup`). A table
+    replaced by another kind of module (CEL) turns this off: then each field is looked up in its table.
+    `sparse_gradient` (set by `use_sparse_gradients`) makes the tables' gradients sparse.
     """
 
     def __init__(self, manifest: Manifest, dim: int, with_scenario: bool = False):
@@ -76,17 +123,46 @@ class FeatureEmbedding(nn.Module):
         self.num_fields = len(manifest.sparse) + (1 if with_scenario else 0)
         self.num_sequences = len(manifest.sequences)
         self.num_dense = len(manifest.dense)
+        starts = torch.tensor([0, *rows.values()]).cumsum(0)[:-1]  # first row of each table in the storage
+        self.register_buffer("field_starts", starts[self.sparse_tables], persistent=False)  # [F]
+        self.register_buffer("sequence_starts", starts[self.sequence_tables].unsqueeze(1), persistent=False)
+        self.sparse_gradient = False
+        self.fuse()
+
+    def fuse(self) -> None:
+        """Move the tables' weights into one storage, in table order (after a move to another device, too)."""
+        weights = [table.weight for table in self.tables]
+        self.fused = torch.cat([weight.detach() for weight in weights])  # [Σ rows, d]
+        for weight, part in zip(weights, self.fused.split([len(w) for w in weights])):
+            weight.data = part
+
+    def fused_weight(self) -> torch.Tensor | None:
+        """The shared storage of every table, or None when a table is not a plain `nn.Embedding`."""
+        if not all(type(table) is nn.Embedding for table in self.tables):
+            return None
+        storage = self.fused.untyped_storage().data_ptr()
+        if any(table.weight.untyped_storage().data_ptr() != storage for table in self.tables):
+            self.fuse()  # `.to(device)` and the like give each weight a storage of its own
+        return self.fused
+
+    def lookup(self, ids: torch.Tensor, starts: torch.Tensor, tables: list[int]) -> torch.Tensor:
+        """[B, K, ..., d] embeddings of `ids` [B, K, ...], column k being ids of table `tables[k]`."""
+        fused = self.fused_weight()
+        if fused is None:
+            return torch.stack([self.tables[t](ids[:, k]) for k, t in enumerate(tables)], dim=1)
+        weights = [table.weight for table in self.tables]
+        return FusedLookup.apply(ids + starts, ids == 0, fused, self.sparse_gradient, *weights)
 
     def fields(self, batch: Batch) -> torch.Tensor:
         """[B, F(+1), d] embeddings of the sparse fields (and the scenario)."""
-        columns = [self.tables[t](batch.sparse[:, i]) for i, t in enumerate(self.sparse_tables)]
-        if self.scenario is not None:
-            columns.append(self.scenario(batch.scenario))
-        return torch.stack(columns, dim=1)
+        columns = self.lookup(batch.sparse, self.field_starts, self.sparse_tables)  # [B, F, d]
+        if self.scenario is None:
+            return columns
+        return torch.cat([columns, self.scenario(batch.scenario).unsqueeze(1)], dim=1)
 
     def sequence(self, batch: Batch) -> torch.Tensor:
         """[B, S, L, d] embeddings of the behaviour sequences."""
-        return torch.stack([self.tables[t](batch.seq[:, i]) for i, t in enumerate(self.sequence_tables)], 1)
+        return self.lookup(batch.seq, self.sequence_starts, self.sequence_tables)
 
     def pooled_fields(self, batch: Batch) -> torch.Tensor:
         """[B, F(+1)+S, d]: the field embeddings, each mean-pooled sequence being one more field."""
@@ -102,6 +178,18 @@ class FeatureEmbedding(nn.Module):
     @property
     def flat_dim(self) -> int:
         return (self.num_fields + self.num_sequences) * self.dim + self.num_dense
+
+
+def use_sparse_gradients(model: nn.Module) -> list[nn.Parameter]:
+    """Give every id table of every `FeatureEmbedding` in `model` sparse gradients; returns their weights."""
+    weights = []
+    for embedding in (m for m in model.modules() if isinstance(m, FeatureEmbedding)):
+        embedding.sparse_gradient = True
+        for table in embedding.tables:
+            if type(table) is nn.Embedding:
+                table.sparse = True
+                weights.append(table.weight)
+    return weights
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

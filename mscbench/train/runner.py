@@ -33,7 +33,7 @@ from mscbench.results.store import CHECKPOINT_FILE, RunStore
 from mscbench.train.trainer import FitResult, Prediction, choose_device, fit, predict, seed_everything
 
 # Settings that change how fast a run goes, not what it computes: left out of the run's identity.
-NOT_IDENTITY = ("device", "eval_batch_size")
+NOT_IDENTITY = ("device", "eval_batch_size", "threads")
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def train_and_predict(plan: PlannedRun, splits: dict[str, SplitData], device: to
     model = build_model(plan.model, plan.manifest, dataclasses.asdict(plan.model_config))
     n = plan.manifest.num_scenarios
     result = fit(model, splits["train"], splits["valid"], plan.train, device, n, checkpoint, progress)
-    prediction = predict(model, splits["test"], plan.train.eval_batch_size, device, n)
+    prediction = predict(model, splits["test"], plan.train.eval_batch_size, device, n, plan.train.amp)
     return model, {"all": result}, prediction
 
 

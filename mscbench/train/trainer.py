@@ -47,8 +47,16 @@ def choose_device(name: str = "auto") -> torch.device:
 
 
 def configure_threads(config: TrainConfig) -> None:
-    """Set torch's CPU thread count: `config.threads`, or with 0 one per core this process may run on."""
-    torch.set_num_threads(config.threads or len(os.sched_getaffinity(0)))
+    """Set torch's CPU thread count: `config.threads`, or with 0 one per idle core (`idle_cores`)."""
+    torch.set_num_threads(config.threads or idle_cores())
+
+
+def idle_cores() -> int:
+    """The cores this process may run on less those other work keeps busy (1-minute load average), at least
+    one: operator threads that wait on busy cores spin, and a step then runs several times slower than on
+    one thread (measured in benchmarks/README.md)."""
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, round(cores - os.getloadavg()[0])))
 
 
 def autocast(device: torch.device, amp: bool) -> torch.autocast:
@@ -147,11 +155,13 @@ def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.de
 
 
 def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfig, device: torch.device,
-        num_scenarios: int, checkpoint: Path | None = None, progress: Progress | None = None) -> FitResult:
+        num_scenarios: int, checkpoint: Path | None = None, progress: Progress | None = None,
+        shard: tuple[int, int] = (0, 1)) -> FitResult:
     """Train `model` in place, keep the weights of the best validation epoch, and return the curves.
 
     If `checkpoint` exists, training resumes after its last completed epoch with the same RNG state,
-    so an interrupted run ends with the same numbers as an uninterrupted one.
+    so an interrupted run ends with the same numbers as an uninterrupted one. `shard` = (rank, world size)
+    trains on this process's share of every batch (`train_epoch`).
     """
     check_amp(config, device)
     configure_threads(config)
@@ -165,7 +175,7 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
         epoch = state["epoch"] + 1
         started = time.perf_counter()
         train_loss, state["step"] = train_epoch(model, optimizer, train, config, device, epoch, progress,
-                                                state["step"])
+                                                state["step"], shard)
         seconds = time.perf_counter() - started
         valid_prob = predict(model, valid, config.eval_batch_size, device, num_scenarios, config.amp).prob
         valid_auc = auc(valid.label.numpy(), valid_prob)
@@ -191,16 +201,21 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, data: SplitData,
                 config: TrainConfig, device: torch.device, epoch: int, progress: Progress | None,
-                step: int = 0) -> tuple[float, int]:
+                step: int = 0, shard: tuple[int, int] = (0, 1)) -> tuple[float, int]:
     """One pass over `data` starting at global training step `step`; returns the mean training loss (read
-    once, not per step: no host syncs) and the global step reached."""
+    once, not per step: no host syncs) and the global step reached.
+
+    With `shard` = (rank, world size) > 1 process, this process takes rows rank, rank + world, ... of every
+    batch (DDP averages the gradients, so a step sees the whole batch) and the loss is summed over processes.
+    """
+    rank, world = shard
     model.train()
     scheduled = scheduled_modules(model)
     task = progress.add_task(f"epoch {epoch}", total=len(data)) if progress else None
     total_loss = torch.zeros((), device=device)
     shuffle_seed = config.seed * 1_000_003 + epoch  # a fresh, reproducible order every epoch
     for batch in data.batches(config.batch_size, shuffle=True, seed=shuffle_seed):
-        batch = batch.to(device)
+        batch = batch.select(slice(rank, None, world)).to(device) if world > 1 else batch.to(device)
         for module in scheduled:
             module.advance_schedule(step)
         with autocast(device, config.amp):
@@ -214,6 +229,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, d
             progress.advance(task, len(batch))
     if task is not None:
         progress.remove_task(task)
+    if world > 1:
+        torch.distributed.all_reduce(total_loss)
     return float(total_loss) / max(len(data), 1), step
 
 

@@ -1,0 +1,113 @@
+"""mscbench beside torch-rechub and DeepCTR-Torch: the same model, data and hyperparameters, one epoch each.
+
+    python3 -m venv /tmp/peers && /tmp/peers/bin/pip install torch==2.13.0 && \\
+        /tmp/peers/bin/pip install torch-rechub deepctr-torch fuxictr      # the peers' own environment
+    .venv/bin/python -m benchmarks.peers [--peers-python /tmp/peers/bin/python] [--models deepfm,dcn]
+        [--batch-sizes 512,4096] [--train-rows 200000] [--set optimizer=lazy_adam]
+
+The synthetic dataset's first `--train-rows` training rows and its whole test split are exported once to
+an `.npz` that the peers read; every (toolkit, model, batch size) then trains in a process of its own, so
+that its peak memory (max RSS) is its own: embedding dim 16, MLP 128-64 (DCN: 3 cross layers), Adam at
+lr 1e-3 without weight decay, batch as given, one epoch; samples/s counts the whole training call (data
+loading included); test AUC on the whole test split. Ratios are mscbench's speed over each peer's. Every
+process gets the same number of operator threads: mscbench's `threads` setting, by default its idle cores.
+FuxiCTR is installed too but its wheel ships no models (its model zoo is a git checkout), so it has no row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.peer_worker import peak_mib
+from benchmarks.train_speed import DATA_DIR, load_average, measure, synthetic
+from mscbench.config import TrainConfig, build_config, parse_overrides
+from mscbench.train.trainer import configure_threads, idle_cores
+
+PEERS = ("torch-rechub", "deepctr-torch")
+SETTINGS = {"deepfm": {"embedding_dim": 16, "hidden": [128, 64], "dense_in_fm": False},
+            "dcn": {"embedding_dim": 16, "hidden": [128, 64], "cross_layers": 3}}
+WORKER = Path(__file__).with_name("peer_worker.py")
+
+
+def export(train_rows: int) -> Path:
+    """The arrays the peers read: sparse ids, scenario, dense values, sequences and labels per split."""
+    path = DATA_DIR / f"peers-{train_rows}.npz"
+    if path.exists():
+        return path
+    manifest, splits = synthetic(None)
+    arrays = {"sparse_names": [f.name for f in manifest.sparse], "sparse_vocab": [f.vocab_size for f in manifest.sparse],
+              "dense_names": manifest.dense, "seq_names": [s.name for s in manifest.sequences],
+              "seq_tables": [s.table for s in manifest.sequences], "num_scenarios": manifest.num_scenarios}
+    for split, data in splits.items():
+        rows = slice(train_rows) if split == "train" else slice(None)
+        arrays |= {f"{split}_{name}": getattr(data, name)[rows].numpy()
+                   for name in ("sparse", "dense", "seq", "scenario", "label")}
+    np.savez(path, **arrays)
+    return path
+
+
+def mscbench_run(model: str, batch: int, train_rows: int, overrides: list[str]) -> dict:
+    """One mscbench measurement in this (fresh) process: the worker side of `--mscbench-worker`."""
+    config = build_config(TrainConfig, {**parse_overrides(overrides), "batch_size": batch, "lr": 1e-3,
+                                        "epochs": 1}, owner="training")
+    configure_threads(config)
+    manifest, splits = synthetic(None)
+    train = splits.pop("train").select(torch.arange(train_rows))  # holds only the rows the peers get
+    result = measure(model, manifest, train, splits["test"], config, SETTINGS[model])
+    return {"toolkit": "mscbench", "model": model, "batch": batch, "train_per_second": result.train_per_second,
+            "test_auc": result.test_auc, "peak_mib": peak_mib()}
+
+
+def run_in_process(command: list[str]) -> dict:
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return {**json.loads(output.strip().splitlines()[-1]), "load": load_average()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peers-python", default="/tmp/peers/bin/python")
+    parser.add_argument("--models", default="deepfm,dcn")
+    parser.add_argument("--batch-sizes", default="512,4096")
+    parser.add_argument("--train-rows", type=int, default=200_000)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an mscbench setting")
+    parser.add_argument("--mscbench-worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mscbench_worker:
+        model, batch = args.mscbench_worker
+        print(json.dumps(mscbench_run(model, int(batch), args.train_rows, args.set)))
+        return
+    data = export(args.train_rows)
+    threads = str(parse_overrides(args.set).get("threads") or idle_cores())
+    rows = []
+    for model in args.models.split(","):
+        for batch in args.batch_sizes.split(","):
+            own = [sys.executable, "-m", "benchmarks.peers", "--mscbench-worker", model, batch,
+                   "--train-rows", str(args.train_rows), *(f"--set={item}" for item in args.set),
+                   f"--set=threads={threads}"]
+            ours = run_in_process(own)
+            peers = [run_in_process([args.peers_python, str(WORKER), str(data), peer, model, batch, threads])
+                     for peer in PEERS]
+            rows += [(ours, result) for result in [ours, *peers]]
+    table = Table(title=f"one epoch over {args.train_rows:,} synthetic rows, test AUC on the whole test split, "
+                        f"{threads} thread(s) each (mscbench settings: {args.set or 'default'})")
+    for column in ("model", "batch", "toolkit", "train samples/s", "test AUC", "peak MiB", "mscbench speed ratio",
+                   "load"):
+        table.add_column(column, justify="left" if column in ("model", "toolkit") else "right")
+    for ours, result in rows:
+        table.add_row(result["model"], str(result["batch"]), result["toolkit"], f"{result['train_per_second']:,.0f}",
+                      f"{result['test_auc']:.4f}", f"{result['peak_mib']:,.0f}",
+                      f"{ours['train_per_second'] / result['train_per_second']:.1f}x", f"{result['load']:.1f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
