@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ from rich.table import Table
 from benchmarks.peer_worker import peak_mib
 from benchmarks.train_speed import DATA_DIR, load_average, measure, synthetic
 from mscbench.config import TrainConfig, build_config, parse_overrides
-from mscbench.train.trainer import configure_threads, idle_cores
+from mscbench.train.trainer import configure_threads
 
 PEERS = ("torch-rechub", "deepctr-torch")
 SETTINGS = {"deepfm": {"embedding_dim": 16, "hidden": [128, 64], "dense_in_fm": False},
@@ -86,7 +87,7 @@ def main() -> None:
         print(json.dumps(mscbench_run(model, int(batch), args.train_rows, args.set)))
         return
     data = export(args.train_rows)
-    threads = str(parse_overrides(args.set).get("threads") or idle_cores())
+    threads = str(parse_overrides(args.set).get("threads") or len(os.sched_getaffinity(0)))
     rows = []
     for model in args.models.split(","):
         for batch in args.batch_sizes.split(","):

@@ -47,16 +47,13 @@ def choose_device(name: str = "auto") -> torch.device:
 
 
 def configure_threads(config: TrainConfig) -> None:
-    """Set torch's CPU thread count: `config.threads`, or with 0 one per idle core (`idle_cores`)."""
-    torch.set_num_threads(config.threads or idle_cores())
+    """Set torch's CPU thread count: `config.threads`, or with 0 one per core this process may use.
 
-
-def idle_cores() -> int:
-    """The cores this process may run on less those other work keeps busy (1-minute load average), at least
-    one: operator threads that wait on busy cores spin, and a step then runs several times slower than on
-    one thread (measured in benchmarks/README.md)."""
-    cores = len(os.sched_getaffinity(0))
-    return max(1, min(cores, round(cores - os.getloadavg()[0])))
+    The count is fixed by the machine, not by its momentary load, because summation order (so the last
+    digits of every metric) depends on it. On a machine other work keeps busy, `threads = 1` runs several
+    times faster (benchmarks/README.md, "Threads").
+    """
+    torch.set_num_threads(config.threads or len(os.sched_getaffinity(0)))
 
 
 def autocast(device: torch.device, amp: bool) -> torch.autocast:
