@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/mscbench prepare synthetic
-	$(BIN)/mscbench compare --dataset synthetic --models dnn,shared_bottom --base dnn
+	$(BIN)/mscbench compare --dataset synthetic --models dnn,shared_bottom --base dnn --by scenario
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
