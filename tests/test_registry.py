@@ -11,7 +11,7 @@ from torch import nn
 
 from mscbench.models import REGISTRY, build_model
 from mscbench.models.base import ConfigError, get_card
-from mscbench.train.trainer import advance_schedules
+from mscbench.train.trainer import advance_schedules, batch_loss
 from tests.helpers import owned_gradients, random_batch, tiny_manifest
 
 MODELS = sorted(REGISTRY)
@@ -32,10 +32,8 @@ def train_steps(model: nn.Module, manifest, steps: int = 3) -> None:
     for step in range(steps):
         advance_schedules(model, step)
         batch = random_batch(manifest, 16, seed=step)
-        output = model(batch)
-        loss = nn.functional.binary_cross_entropy_with_logits(output.logit, batch.label)
         optimizer.zero_grad()
-        (loss if output.aux_loss is None else loss + output.aux_loss).backward()
+        batch_loss(model, batch).backward()
         optimizer.step()
     advance_schedules(model, steps)
 

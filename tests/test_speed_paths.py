@@ -13,7 +13,7 @@ from mscbench.data.loader import load_split
 from mscbench.models import REGISTRY, build_model
 from mscbench.models.layers import FeatureEmbedding, use_sparse_gradients
 from mscbench.train.runner import plan_run
-from mscbench.train.trainer import LazyAdam, build_optimizer, check_amp, configure_threads, fit
+from mscbench.train.trainer import LazyAdam, batch_loss, build_optimizer, check_amp, configure_threads, fit
 from tests.helpers import random_batch, tiny_manifest
 
 
@@ -95,10 +95,8 @@ def test_every_model_takes_lazy_adam_steps(name):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for step in range(2):
         batch = random_batch(manifest, 16, seed=step)
-        output = model(batch)
-        loss = nn.functional.binary_cross_entropy_with_logits(output.logit, batch.label)
         optimizer.zero_grad()
-        (loss if output.aux_loss is None else loss + output.aux_loss).backward()
+        batch_loss(model, batch).backward()
         optimizer.step()
     assert isinstance(optimizer, LazyAdam) and optimizer.sparse is not None
     moved = [k for k, v in model.state_dict().items() if k.endswith("weight") and not torch.equal(v, before[k])]

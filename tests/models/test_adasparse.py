@@ -91,12 +91,3 @@ def test_sparsity_regulariser_keeps_each_layers_pruned_fraction_in_the_band():
             h = h * output.extras[f"factor_{l}"]
             h = torch.relu(model.layers[l](h)) if l < len(model.layers) else h
     torch.testing.assert_close(output.aux_loss, 0.5 * expected)
-
-
-def test_scenario_embedding_rows_get_gradient_only_from_their_scenario():
-    manifest, model = built()
-    output = model(random_batch(manifest, 16, scenarios=[0, 1]))
-    torch.nn.functional.binary_cross_entropy_with_logits(output.logit, torch.ones(16)).backward()
-    grad = model.embedding.scenario.weight.grad  # [N, d]
-    assert (grad[:2].abs().sum(1) > 0).all()
-    assert torch.count_nonzero(grad[2:]) == 0

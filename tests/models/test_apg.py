@@ -68,12 +68,3 @@ def test_self_and_mix_conditions_build_and_run():
     for condition in ("self", "mix"):
         manifest, model = built(condition=condition)
         assert model(random_batch(manifest, 4)).logit.shape == (4,)
-
-
-def test_scenario_embedding_rows_get_gradient_only_from_their_scenario():
-    manifest, model = built()
-    output = model(random_batch(manifest, 16, scenarios=[0, 1]))
-    torch.nn.functional.binary_cross_entropy_with_logits(output.logit, torch.ones(16)).backward()
-    grad = model.embedding.scenario.weight.grad  # [N, d]
-    assert (grad[:2].abs().sum(1) > 0).all()
-    assert torch.count_nonzero(grad[2:]) == 0
