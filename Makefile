@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
-	$(BIN)/pip install --quiet ruff
+	$(BIN)/pip install --quiet ruff==0.17.6  # pinned: its default rules change between releases
 	$(BIN)/ruff check mscbench tests benchmarks
 
 bench: $(STAMP)

@@ -3,25 +3,42 @@
 Runs in the peers' own environment (it imports no mscbench):
 
     /tmp/peers/bin/python benchmarks/peer_worker.py EXPORT.npz torch-rechub deepfm 4096 THREADS
+    FUXICTR_ZOO=/tmp/peers/FuxiCTR/model_zoo /tmp/peers/bin/python benchmarks/peer_worker.py \
+        EXPORT.npz fuxictr din 512 THREADS
 
 Each toolkit is used through its public API as its documentation shows it: torch-rechub's feature
-classes, model and `CTRTrainer`; DeepCTR-Torch's feature columns, `compile` and `fit`. Both train with
-Adam (lr 1e-3, no weight decay or L2), embedding dim 16 and MLP 128-64, the sequences mean-pooled in the
-item/category tables, the scenario id as one more sparse field.
+classes, model and `CTRTrainer`; DeepCTR-Torch's feature columns, `compile` and `fit`; FuxiCTR's
+`FeatureMap` (loaded from the `feature_map.json` its preprocessing would write), `RankDataLoader` over
+per-split `.npz` files, a model of its model zoo (a git checkout, imported from `$FUXICTR_ZOO`), `fit` and
+`predict`. All train with Adam (lr 1e-3, no weight decay or L2), embedding dim 16, MLP 128-64, the
+scenario id as one more sparse field. DeepFM and DCN mean-pool the sequences in the item/category
+tables; DIN attends over them (attention MLP 80-40, ReLU, no softmax, padding masked) with item_id and
+category as the target, item ⊕ category as one key (as mscbench). Where a toolkit fixes anything else:
+
+- torch-rechub puts BatchNorm in every MLP; its DIN uses Dice in the main MLP, attends over each
+  sequence separately, masks no padding (padding ids embed to zero instead) and takes no dense values.
+- DeepCTR-Torch's DIN masks all but the first `hist_length` items: its sequences are moved to the front.
+- FuxiCTR embeds the dense values (one 16-wide vector each, in the FM part of DeepFM too) and clips
+  gradients at norm 10 in `fit`; `fit` also always ends by evaluating its validation data, checkpointing
+  and reloading the best weights: it gets one batch of test rows so that this costs milliseconds. Its
+  loader runs in the training process (`num_workers=0`), as the other toolkits' do.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-DIM, HIDDEN, LR, CROSS_LAYERS = 16, [128, 64], 1e-3, 3
+DIM, HIDDEN, ATTENTION, LR, CROSS_LAYERS = 16, [128, 64], [80, 40], 1e-3, 3
 
 
 def columns(data: dict, split: str) -> dict[str, np.ndarray]:
@@ -34,24 +51,43 @@ def columns(data: dict, split: str) -> dict[str, np.ndarray]:
     return out
 
 
+def vocabularies(data: dict) -> dict[str, int]:
+    """Sparse field (the scenario included) -> vocabulary size."""
+    vocab = dict(zip(map(str, data["sparse_names"]), data["sparse_vocab"].tolist()))
+    return vocab | {"scenario": int(data["num_scenarios"])}
+
+
+def sequences(data: dict) -> list[tuple[str, str]]:
+    """(sequence, the sparse field whose table it shares): also DIN's (history, target) pairs."""
+    return list(zip(map(str, data["seq_names"]), map(str, data["seq_tables"])))
+
+
 def rechub(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
     from torch_rechub.basic.features import DenseFeature, SequenceFeature, SparseFeature
-    from torch_rechub.models.ranking import DCN, DeepFM
+    from torch_rechub.models.ranking import DCN, DIN, DeepFM
     from torch_rechub.trainers import CTRTrainer
     from torch_rechub.utils.data import DataGenerator
 
-    vocab = dict(zip(map(str, data["sparse_names"]), data["sparse_vocab"].tolist()))
-    sparse = [SparseFeature(name, size, embed_dim=DIM) for name, size in vocab.items()]
-    sparse.append(SparseFeature("scenario", int(data["num_scenarios"]), embed_dim=DIM))
-    sequences = [SequenceFeature(str(name), vocab[str(table)], embed_dim=DIM, pooling="mean", shared_with=str(table),
-                                 padding_idx=0) for name, table in zip(data["seq_names"], data["seq_tables"])]
+    vocab = vocabularies(data)
+    # id 0 is padding in every field but the scenario: a zero vector, so DIN's unmasked attention skips it
+    sparse = {name: SparseFeature(name, size, embed_dim=DIM, padding_idx=None if name == "scenario" else 0)
+              for name, size in vocab.items()}
     dense = [DenseFeature(str(name)) for name in data["dense_names"]]
-    if model_name == "deepfm":
-        model = DeepFM(deep_features=sparse + sequences + dense, fm_features=sparse + sequences,
-                       mlp_params={"dims": HIDDEN, "activation": "relu", "dropout": 0.0})
+    pooling = "concat" if model_name == "din" else "mean"  # concat: the whole sequence, for the attention
+    seqs = [SequenceFeature(name, vocab[table], embed_dim=DIM, pooling=pooling, shared_with=table,
+                            padding_idx=0) for name, table in sequences(data)]
+    mlp = {"dims": HIDDEN, "dropout": 0.0}
+    if model_name == "din":
+        targets = [sparse[table] for _, table in sequences(data)]
+        others = [feature for feature in sparse.values() if feature not in targets]
+        model = DIN(others, seqs, targets, mlp_params=mlp,  # its main MLP's activation is fixed (Dice)
+                    attention_mlp_params={"dims": ATTENTION, "activation": "relu", "use_softmax": False})
+    elif model_name == "deepfm":
+        model = DeepFM(deep_features=[*sparse.values(), *seqs, *dense], fm_features=[*sparse.values(), *seqs],
+                       mlp_params=mlp | {"activation": "relu"})
     else:
-        model = DCN(features=sparse + sequences + dense, n_cross_layers=CROSS_LAYERS,
-                    mlp_params={"dims": HIDDEN, "activation": "relu", "dropout": 0.0})
+        model = DCN(features=[*sparse.values(), *seqs, *dense], n_cross_layers=CROSS_LAYERS,
+                    mlp_params=mlp | {"activation": "relu"})
     train, test = columns(data, "train"), columns(data, "test")
     loaders = DataGenerator(train, data["train_label"]).generate_dataloader(
         x_val=test, y_val=data["test_label"], x_test=test, y_test=data["test_label"], batch_size=batch)
@@ -63,28 +99,109 @@ def rechub(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
     return seconds, np.asarray(trainer.predict(trainer.model, loaders[2]))
 
 
+def deepctr_history(split: dict[str, np.ndarray], data: dict) -> dict[str, np.ndarray]:
+    """DeepCTR's DIN input: each sequence as `hist_<target field>`, valid items first (it masks all but
+    the first `hist_length` positions; the export pads on the left)."""
+    out = dict(split)
+    for name, table in sequences(data):
+        seq = out.pop(name)
+        out[f"hist_{table}"] = np.take_along_axis(seq, np.argsort(seq == 0, axis=1, kind="stable"), axis=1)
+    out["hist_length"] = (seq != 0).sum(axis=1)  # the sequences share one padding
+    return out
+
+
 def deepctr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
     from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
-    from deepctr_torch.models import DCN, DeepFM
+    from deepctr_torch.models import DCN, DIN, DeepFM
 
-    vocab = dict(zip(map(str, data["sparse_names"]), data["sparse_vocab"].tolist()))
+    vocab = vocabularies(data)
     sparse = [SparseFeat(name, size, embedding_dim=DIM) for name, size in vocab.items()]
-    sparse.append(SparseFeat("scenario", int(data["num_scenarios"]), embedding_dim=DIM))
-    sequences = [VarLenSparseFeat(SparseFeat(str(name), vocab[str(table)], embedding_dim=DIM,
-                                             embedding_name=str(table)), maxlen=int(data["train_seq"].shape[2]),
-                                  combiner="mean") for name, table in zip(data["seq_names"], data["seq_tables"])]
-    features = sparse + sequences + [DenseFeat(str(name), 1) for name in data["dense_names"]]
-    no_l2 = {"l2_reg_linear": 0.0, "l2_reg_embedding": 0.0, "l2_reg_dnn": 0.0, "dnn_hidden_units": tuple(HIDDEN)}
-    if model_name == "deepfm":
-        model = DeepFM(features, features, **no_l2)
-    else:
-        model = DCN(features, features, cross_num=CROSS_LAYERS, l2_reg_cross=0.0, **no_l2)
-    model.compile(torch.optim.Adam(model.parameters(), lr=LR), "binary_crossentropy")
+    dense = [DenseFeat(str(name), 1) for name in data["dense_names"]]
+    maxlen = int(data["train_seq"].shape[2])
     train, test = columns(data, "train"), columns(data, "test")
+    no_l2 = {"l2_reg_embedding": 0.0, "l2_reg_dnn": 0.0, "dnn_hidden_units": tuple(HIDDEN)}
+    if model_name == "din":
+        targets = [table for _, table in sequences(data)]
+        history = [VarLenSparseFeat(SparseFeat(f"hist_{table}", vocab[table], embedding_dim=DIM,
+                                               embedding_name=table), maxlen, length_name="hist_length")
+                   for table in targets]
+        train, test = deepctr_history(train, data), deepctr_history(test, data)
+        model = DIN(sparse + history + dense, targets, att_hidden_size=tuple(ATTENTION),
+                    att_activation="relu", att_weight_normalization=False, **no_l2)
+    else:
+        pooled = [VarLenSparseFeat(SparseFeat(name, vocab[table], embedding_dim=DIM, embedding_name=table),
+                                   maxlen=maxlen, combiner="mean") for name, table in sequences(data)]
+        features = sparse + pooled + dense
+        no_l2["l2_reg_linear"] = 0.0
+        if model_name == "deepfm":
+            model = DeepFM(features, features, **no_l2)
+        else:
+            model = DCN(features, features, cross_num=CROSS_LAYERS, l2_reg_cross=0.0, **no_l2)
+    model.compile(torch.optim.Adam(model.parameters(), lr=LR), "binary_crossentropy")
     started = time.perf_counter()
     model.fit(train, data["train_label"], batch_size=batch, epochs=1, verbose=0)
     seconds = time.perf_counter() - started
     return seconds, model.predict(test, batch_size=8192).ravel()
+
+
+def fuxictr_feature_map(data: dict, folder: Path, pool: bool):
+    """FuxiCTR's FeatureMap as its preprocessing would write it: 0 is padding (its convention too) except
+    in the scenario; each sequence shares its field's table; `pool`: mean-pool sequences (its default)."""
+    from fuxictr.features import FeatureMap
+
+    vocab = vocabularies(data)
+    features = [{name: {"source": "", "type": "categorical", "vocab_size": size}
+                 | ({} if name == "scenario" else {"padding_idx": 0})} for name, size in vocab.items()]
+    features += [{str(name): {"source": "", "type": "numeric"}} for name in data["dense_names"]]
+    encoder = {"feature_encoder": "layers.MaskedAveragePooling()"} if pool else {}
+    features += [{name: {"source": "", "type": "sequence", "vocab_size": vocab[table], "padding_idx": 0,
+                         "max_len": int(data["train_seq"].shape[2]), "share_embedding": table} | encoder}
+                 for name, table in sequences(data)]
+    path = folder / "feature_map.json"
+    path.write_text(json.dumps({"dataset_id": folder.name, "labels": ["label"], "features": features}))
+    feature_map = FeatureMap(folder.name, str(folder))
+    feature_map.load(str(path), {"embedding_dim": DIM})
+    return feature_map
+
+
+def fuxictr_model(feature_map, model_name: str, data: dict, model_root: str):
+    """One model of FuxiCTR's zoo, from the checkout at `$FUXICTR_ZOO` (its wheel ships no models)."""
+    zoo = Path(os.environ["FUXICTR_ZOO"])
+    sys.path.insert(0, str(zoo.parent))
+    models = importlib.import_module(zoo.name)
+    common = {"gpu": -1, "optimizer": "adam", "loss": "binary_crossentropy", "learning_rate": LR,
+              "embedding_dim": DIM, "embedding_regularizer": None, "net_regularizer": None, "net_dropout": 0,
+              "batch_norm": False, "metrics": ["AUC"], "verbose": 0, "model_root": model_root}
+    if model_name == "din":
+        return models.DIN(feature_map, dnn_hidden_units=HIDDEN, attention_hidden_units=ATTENTION,
+                          attention_hidden_activations="ReLU", din_use_softmax=False,
+                          din_target_field=[tuple(table for _, table in sequences(data))],
+                          din_sequence_field=[tuple(name for name, _ in sequences(data))], **common)
+    if model_name == "deepfm":
+        return models.DeepFM(feature_map, hidden_units=HIDDEN, hidden_activations="ReLU", **common)
+    return models.DCN(feature_map, dnn_hidden_units=HIDDEN, num_cross_layers=CROSS_LAYERS, **common)
+
+
+def fuxictr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
+    from fuxictr.pytorch.dataloaders import RankDataLoader
+
+    with tempfile.TemporaryDirectory() as root:  # the splits as .npz files, read whole by the loaders
+        folder = Path(root, "mscbench")  # the data, and where `fit` checkpoints (model_root/dataset_id)
+        folder.mkdir()
+        feature_map = fuxictr_feature_map(data, folder, pool=model_name != "din")
+        splits = {"train": columns(data, "train") | {"label": data["train_label"]},
+                  "test": columns(data, "test") | {"label": data["test_label"]}}
+        splits["valid"] = {name: column[:batch] for name, column in splits["test"].items()}
+        for split, arrays in splits.items():
+            np.savez(folder / f"{split}.npz", **arrays)
+        files = {f"{split}_data": str(folder / f"{split}.npz") for split in splits}
+        train, valid, test = RankDataLoader(feature_map, batch_size=batch, shuffle=True, num_workers=0,
+                                            **files)
+        model = fuxictr_model(feature_map, model_name, data, root)
+        started = time.perf_counter()
+        model.fit(train, epochs=1, validation_data=valid)
+        seconds = time.perf_counter() - started
+    return seconds, model.predict(test)
 
 
 def main() -> None:
@@ -92,7 +209,8 @@ def main() -> None:
     torch.set_num_threads(int(threads))  # the same operator threads as mscbench's run
     torch.manual_seed(0)
     data = dict(np.load(path))
-    seconds, prob = {"torch-rechub": rechub, "deepctr-torch": deepctr}[toolkit](data, model_name, batch)
+    run = {"torch-rechub": rechub, "deepctr-torch": deepctr, "fuxictr": fuxictr}[toolkit]
+    seconds, prob = run(data, model_name, batch)
     print(json.dumps({"toolkit": toolkit, "model": model_name, "batch": batch,
                       "train_per_second": len(data["train_label"]) / seconds,
                       "test_auc": float(roc_auc_score(data["test_label"], prob)),

@@ -1,17 +1,22 @@
-"""mscbench beside torch-rechub and DeepCTR-Torch: the same model, data and hyperparameters, one epoch each.
+"""mscbench beside torch-rechub, DeepCTR-Torch and FuxiCTR: same model, data and settings, one epoch each.
 
     python3 -m venv /tmp/peers && /tmp/peers/bin/pip install torch==2.13.0 && \\
         /tmp/peers/bin/pip install torch-rechub deepctr-torch fuxictr      # the peers' own environment
-    .venv/bin/python -m benchmarks.peers [--peers-python /tmp/peers/bin/python] [--models deepfm,dcn]
-        [--batch-sizes 512,4096] [--train-rows 200000] [--set optimizer=lazy_adam]
+    git clone https://github.com/reczoo/FuxiCTR /tmp/peers/FuxiCTR && \\
+        git -C /tmp/peers/FuxiCTR checkout 0245987      # FuxiCTR's models (model_zoo/) as of fuxictr 2.3.10
+    .venv/bin/python -m benchmarks.peers [--peers-python /tmp/peers/bin/python] [--models deepfm,dcn | din]
+        [--fuxictr-zoo /tmp/peers/FuxiCTR/model_zoo] [--batch-sizes 512,4096] [--train-rows 200000]
+        [--set optimizer=lazy_adam]
 
 The synthetic dataset's first `--train-rows` training rows and its whole test split are exported once to
 an `.npz` that the peers read; every (toolkit, model, batch size) then trains in a process of its own, so
-that its peak memory (max RSS) is its own: embedding dim 16, MLP 128-64 (DCN: 3 cross layers), Adam at
-lr 1e-3 without weight decay, batch as given, one epoch; samples/s counts the whole training call (data
-loading included); test AUC on the whole test split. Ratios are mscbench's speed over each peer's. Every
-process gets the same number of operator threads: mscbench's `threads` setting, by default its idle cores.
-FuxiCTR is installed too but its wheel ships no models (its model zoo is a git checkout), so it has no row.
+that its peak memory (max RSS) is its own: embedding dim 16, MLP 128-64 (DCN: 3 cross layers; DIN:
+attention MLP 80-40 over the two behaviour sequences, item_id and category as the target), Adam at lr 1e-3
+without weight decay, batch as given, one epoch; samples/s counts the whole training call (data loading
+included); test AUC on the whole test split. Ratios are mscbench's speed over each peer's. Every process
+gets the same number of operator threads: mscbench's `threads` setting, by default its idle cores. All
+three peers run DeepFM, DCN and DIN. FuxiCTR's wheel ships no models: its worker imports the model zoo of
+a checkout of the installed version (`--fuxictr-zoo`, default `$FUXICTR_ZOO`, else the path above).
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from benchmarks.train_speed import DATA_DIR, load_average, measure, synthetic
 from mscbench.config import TrainConfig, build_config, parse_overrides
 from mscbench.train.trainer import configure_threads
 
-PEERS = ("torch-rechub", "deepctr-torch")
+PEERS = ("torch-rechub", "deepctr-torch", "fuxictr")  # each has all of SETTINGS' models
 SETTINGS = {"deepfm": {"embedding_dim": 16, "hidden": [128, 64], "dense_in_fm": False},
-            "dcn": {"embedding_dim": 16, "hidden": [128, 64], "cross_layers": 3}}
+            "dcn": {"embedding_dim": 16, "hidden": [128, 64], "cross_layers": 3},
+            "din": {"embedding_dim": 16, "attention_hidden": [80, 40], "hidden": [128, 64]}}
 WORKER = Path(__file__).with_name("peer_worker.py")
 
 
@@ -76,6 +82,8 @@ def run_in_process(command: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers-python", default="/tmp/peers/bin/python")
+    parser.add_argument("--fuxictr-zoo", help="FuxiCTR's model_zoo folder (from a git checkout)",
+                        default=os.environ.get("FUXICTR_ZOO", "/tmp/peers/FuxiCTR/model_zoo"))
     parser.add_argument("--models", default="deepfm,dcn")
     parser.add_argument("--batch-sizes", default="512,4096")
     parser.add_argument("--train-rows", type=int, default=200_000)
@@ -87,6 +95,7 @@ def main() -> None:
         print(json.dumps(mscbench_run(model, int(batch), args.train_rows, args.set)))
         return
     data = export(args.train_rows)
+    os.environ["FUXICTR_ZOO"] = args.fuxictr_zoo  # for the workers
     threads = str(parse_overrides(args.set).get("threads") or len(os.sched_getaffinity(0)))
     rows = []
     for model in args.models.split(","):

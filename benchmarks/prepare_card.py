@@ -62,8 +62,7 @@ def generate(rows: int, raw: Path, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     with open(raw / "events.csv", "w") as stream:
         stream.write("user_id,item_id,category,country,price,ts,clicked\n")
-        for start in range(0, rows, CHUNK):
-            stream.write(chunk(rng, min(CHUNK, rows - start)).write_csv(include_header=False))
+        stream.writelines(chunk(rng, min(CHUNK, rows - start)).write_csv(include_header=False) for start in range(0, rows, CHUNK))
     pl.DataFrame({"user_id": np.arange(USERS), "segment": rng.integers(0, 20, USERS)}) \
         .write_csv(raw / "users.csv")
 

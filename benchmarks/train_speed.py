@@ -33,6 +33,7 @@ from mscbench.data.manifest import Manifest
 from mscbench.data.prepare import prepare_synthetic
 from mscbench.eval.metrics import auc
 from mscbench.models import build_model
+from mscbench.train.runner import count_parameters
 from mscbench.train.trainer import build_optimizer, configure_threads, predict, seed_everything, train_epoch
 
 MODELS = ("dnn", "shared_bottom", "deepfm", "dcn", "din", "mmoe", "ple")
@@ -44,6 +45,7 @@ class Measurement:
     train_per_second: float
     predict_per_second: float
     test_auc: float | None
+    parameters: int
     load: float  # 1-minute load average when the training epoch ended
 
 
@@ -70,7 +72,8 @@ def measure(name: str, manifest: Manifest, train: SplitData, test: SplitData, co
     started = time.perf_counter()
     prob = predict(model, test, config.eval_batch_size, device, manifest.num_scenarios).prob
     predict_seconds = time.perf_counter() - started
-    return Measurement(len(train) / train_seconds, len(test) / predict_seconds, auc(test.label.numpy(), prob), load)
+    return Measurement(len(train) / train_seconds, len(test) / predict_seconds, auc(test.label.numpy(), prob),
+                       count_parameters(model), load)
 
 
 def profile_epoch(name: str, manifest: Manifest, train: SplitData, config: TrainConfig, console: Console) -> None:
@@ -114,11 +117,11 @@ def main() -> None:
     table = Table(title=f"mscbench on synthetic ({len(train):,} training rows per epoch, "
                         f"{len(splits['test']):,} test rows; {torch.get_num_threads()} threads; "
                         f"best of {args.repeats}; settings {args.set or 'default'})")
-    for column in ("model", "batch", "train samples/s", "predict samples/s", "test AUC", "load"):
+    for column in ("model", "batch", "parameters", "train samples/s", "predict samples/s", "test AUC", "load"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for (name, size), result in best.items():
-        table.add_row(name, str(size), f"{result.train_per_second:,.0f}", f"{result.predict_per_second:,.0f}",
-                      f"{result.test_auc:.4f}", f"{result.load:.1f}")
+        table.add_row(name, str(size), f"{result.parameters:,}", f"{result.train_per_second:,.0f}",
+                      f"{result.predict_per_second:,.0f}", f"{result.test_auc:.4f}", f"{result.load:.1f}")
     console.print(table)
 
 

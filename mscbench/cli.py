@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -19,9 +29,9 @@ import mscbench.models  # noqa: F401  (registers the zoo)
 from mscbench.config import TrainConfig, build_config, load_recipe, parse_overrides, split_overrides
 from mscbench.data.card import Card, CardReport, check_card_data, load_card, tick_datetime
 from mscbench.data.card_init import draft_card
-from mscbench.data.prepare import list_prepared
 from mscbench.data.download import download_card_files
 from mscbench.data.manifest import write_atomic
+from mscbench.data.prepare import list_prepared
 from mscbench.data.sources import default_raw_dir, get_source, prepare_source, source_states
 from mscbench.errors import UserError
 from mscbench.models.base import REGISTRY, describe_config, get_card
@@ -36,7 +46,15 @@ from mscbench.results.regress import (
     recipe_identity,
     write_baseline,
 )
-from mscbench.results.report import FORMATS, ORIENTATIONS, Comparison, compare_runs, number, render, render_rich
+from mscbench.results.report import (
+    FORMATS,
+    ORIENTATIONS,
+    Comparison,
+    compare_runs,
+    number,
+    render,
+    render_rich,
+)
 from mscbench.results.significance import BOOTSTRAP_ROUNDS
 from mscbench.results.store import RunStore, locate_run
 from mscbench.train.runner import get_or_run, plan_run
@@ -51,7 +69,7 @@ errors = Console(stderr=True)
 DataDir = Annotated[Path, typer.Option("--data-dir", envvar="MSCBENCH_DATA_DIR",
                                        help="Where prepared datasets live.")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="MSCBENCH_RUNS_DIR", help="Where runs are stored.")]
-Settings = Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: key=value (repeatable).")]
+Settings = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")]
 
 
 class SpeedColumn(ProgressColumn):
@@ -92,11 +110,11 @@ def datasets(data_dir: DataDir = Path("data")) -> None:
 def prepare(
     dataset: Annotated[str, typer.Argument(help="Dataset to prepare: a built-in one (see `mscbench datasets`) "
                                                  "or, with --card, your own name for it.")],
-    card: Annotated[Optional[Path], typer.Option(help="Your dataset card (TOML); see `mscbench card init`.")]
+    card: Annotated[Path | None, typer.Option(help="Your dataset card (TOML); see `mscbench card init`.")]
     = None,
-    raw_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the raw files "
+    raw_dir: Annotated[Path | None, typer.Option(help="Folder holding the raw files "
                                                          "(default: DATA_DIR/raw/NAME).")] = None,
-    rows: Annotated[Optional[int], typer.Option(help="Impressions to generate (synthetic).")] = None,
+    rows: Annotated[int | None, typer.Option(help="Impressions to generate (synthetic).")] = None,
     scenarios: Annotated[int, typer.Option(help="Number of scenarios (synthetic).")] = 5,
     seed: Annotated[int, typer.Option(help="Generator seed (synthetic).")] = 0,
     download: Annotated[bool, typer.Option(help="First download the files the dataset card lists with a "
@@ -154,7 +172,7 @@ def card_init(
     file: Annotated[Path, typer.Argument(help="The fact table: one row per impression (csv, tsv, txt, parquet).")],
     label: Annotated[str, typer.Option(help="The column holding the label (click, rating, ...).")],
     scenario: Annotated[str, typer.Option(help="The column defining the scenario (country, tab, ...).")],
-    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: the file's stem).")] = None,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: the file's stem).")] = None,
 ) -> None:
     """Sniff a file (separator, header, types, cardinalities, time-like columns) and print a commented
     draft card to edit.
@@ -197,7 +215,7 @@ def card_table(card: Card, report: CardReport) -> Table:
 
 
 @app.command()
-def models(name: Annotated[Optional[str], typer.Argument(help="Show one model in full.")] = None) -> None:
+def models(name: Annotated[str | None, typer.Argument(help="Show one model in full.")] = None) -> None:
     """List the model zoo, or one model with its hyperparameters and their defaults.
 
     Example: mscbench models saml
@@ -239,11 +257,11 @@ def field_comments(config: type) -> dict[str, str]:
 def train(
     model: Annotated[str, typer.Argument(help="Model name (see `mscbench models`).")],
     dataset: Annotated[str, typer.Option(help="Prepared dataset, NAME or NAME/VARIANT.")] = "synthetic",
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Samples per step.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="joint or individual.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="joint or individual.")] = None,
     settings: Settings = None,
     rerun: Annotated[bool, typer.Option(help="Retrain even if this exact run exists.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = True,
@@ -269,20 +287,20 @@ def train(
 
 @app.command()
 def compare(
-    dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset, NAME or NAME/VARIANT.")] = None,
-    models: Annotated[Optional[str], typer.Option(help="Comma-separated model names.")] = None,
-    base: Annotated[Optional[str], typer.Option(help="Model RelaImpr is measured against.")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="Recipe TOML (options given here override it).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Samples per step.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Prepared dataset, NAME or NAME/VARIANT.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated model names.")] = None,
+    base: Annotated[str | None, typer.Option(help="Model RelaImpr is measured against.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe TOML (options given here override it).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
     settings: Settings = None,
     by: Annotated[str, typer.Option(help="Table rows: model (Table II) or scenario (Table III).")] = "model",
     bootstrap: Annotated[bool, typer.Option(help="Add 95% bootstrap intervals of each AUC.")] = False,
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "table",
-    output: Annotated[Optional[Path], typer.Option(help="Write the table to this file.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Also write figures and report.html to this directory.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also write figures and report.html to this directory.")] = None,
     rerun: Annotated[bool, typer.Option(help="Retrain runs that already exist.")] = False,
     data_dir: DataDir = Path("data"),
     runs_dir: RunsDir = Path("runs"),
@@ -322,10 +340,10 @@ def compare(
 
 @app.command()
 def plot(
-    runs: Annotated[Optional[list[str]], typer.Argument(
+    runs: Annotated[list[str] | None, typer.Argument(
         help="Run directories or run ids (default: every complete run in --runs-dir).")] = None,
     out: Annotated[Path, typer.Option(help="Directory for the PNG files and report.html.")] = Path("plots"),
-    base: Annotated[Optional[str], typer.Option(help="Model RelaImpr is measured against (default: the first).")]
+    base: Annotated[str | None, typer.Option(help="Model RelaImpr is measured against (default: the first).")]
     = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:

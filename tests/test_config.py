@@ -1,8 +1,15 @@
+import pytest
 import tomllib
 
-import pytest
-
-from mscbench.config import ConfigError, Recipe, TrainConfig, build_config, load_recipe, parse_overrides, split_overrides
+from mscbench.config import (
+    ConfigError,
+    Recipe,
+    TrainConfig,
+    build_config,
+    load_recipe,
+    parse_overrides,
+    split_overrides,
+)
 from mscbench.models.dnn import DNNConfig
 from mscbench.results.store import to_toml
 

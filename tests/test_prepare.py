@@ -13,7 +13,12 @@ import pytest
 from mscbench.data.errors import DataError
 from mscbench.data.manifest import MANIFEST_FILE, OOV_ID, read_manifest
 from mscbench.data.prepare import (
-    USER_KEY, dataset_dir, find_prepared, list_prepared, prepare, prepare_synthetic,
+    USER_KEY,
+    dataset_dir,
+    find_prepared,
+    list_prepared,
+    prepare,
+    prepare_synthetic,
 )
 from mscbench.data.spec import DatasetSpec, SequenceColumn, SparseColumn, TimeSplit
 

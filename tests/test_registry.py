@@ -6,7 +6,6 @@ import io
 
 import pytest
 import torch
-
 from torch import nn
 
 from mscbench.models import REGISTRY, build_model

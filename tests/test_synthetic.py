@@ -9,7 +9,13 @@ from sklearn.metrics import roc_auc_score
 
 from mscbench.data.errors import DataError
 from mscbench.data.sources.synthetic import (
-    DAYS, SEQUENCE_LENGTH, SyntheticParams, generate, generate_with_parts, scenario_groups, traffic_shares,
+    DAYS,
+    SEQUENCE_LENGTH,
+    SyntheticParams,
+    generate,
+    generate_with_parts,
+    scenario_groups,
+    traffic_shares,
 )
 
 PARAMS = SyntheticParams(rows=100_000, seed=0)

@@ -14,27 +14,35 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import itertools
 import math
 import operator
 import re
 import shutil
 import tempfile
-import tomllib
 import typing
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import polars as pl
+import tomllib
 
 from mscbench.config import ConfigError, coerce, suggest
 from mscbench.data.errors import DataError
 from mscbench.data.prepare import PrepareResult, Progress, ignore, numeric, prepare
 from mscbench.data.sequences import History, bucket_count, with_histories
 from mscbench.data.spec import (
-    SPLIT_COLUMN, ColumnSplit, DatasetSpec, RandomSplit, SequenceColumn, SparseColumn, TimeSplit,
+    SPLIT_COLUMN,
+    ColumnSplit,
+    DatasetSpec,
+    RandomSplit,
+    SequenceColumn,
+    SparseColumn,
+    TimeSplit,
 )
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")
@@ -570,7 +578,7 @@ def scenario_value(scenario: Scenario) -> pl.Expr:
 
 def bucket_names(edges: list[float]) -> list[str]:
     text = [f"{edge:g}" for edge in edges]
-    return [f"<{text[0]}", *(f"{low}-{high}" for low, high in zip(text, text[1:])), f">={text[-1]}"]
+    return [f"<{text[0]}", *(f"{low}-{high}" for low, high in itertools.pairwise(text)), f">={text[-1]}"]
 
 
 # --------------------------------------------------------------------------------------- inspection

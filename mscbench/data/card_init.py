@@ -127,7 +127,7 @@ def draft_card(path: Path, label: str, scenario: str, name: str | None = None) -
         f"# Draft dataset card for {Path(path).name}, written by `mscbench card init`: check every line, then",
         f"#   mscbench card check {dataset}.toml --raw-dir {Path(path).parent}",
         f"name = {quoted(dataset)}",
-        f"description = \"\"",
+        "description = \"\"",
         "",
         f"[tables.{table_name(dataset)}]  # the fact table: one row per impression",
         f"path = {quoted(Path(path).name)}",
@@ -147,8 +147,8 @@ def draft_card(path: Path, label: str, scenario: str, name: str | None = None) -
         f"positive = {quoted(guess_positive(label_values))}  # or a list of positive values",
         "",
         "[scenario]",
-        f"column = {quoted(scenario)}  # {columns[scenario].distinct} distinct values in the first "
-        f"{sniffed.sample.height:,} rows",
+        (f"column = {quoted(scenario)}  # {columns[scenario].distinct} distinct values in the first "
+        f"{sniffed.sample.height:,} rows"),
         "min_train_rows = 1000  # smaller scenarios merge into \"other\"",
         "",
         "[features]",
@@ -194,7 +194,7 @@ def split_lines(time: Profile | None, names: list[str]) -> list[str]:
     if time is None:
         return ["by = \"random\"  # no time-like column found; or by = \"time\" with time_column",
                 "test_fraction = 0.1", "valid_fraction = 0.1", "seed = 0"]
-    return [f"by = \"time\"  # or \"random\" (with seed) or \"column\"",
+    return ["by = \"time\"  # or \"random\" (with seed) or \"column\"",
             f"time_column = {quoted(time.name)}",
             f"time_unit = {quoted(time.time_unit)}  # s, ms, or a strptime format such as \"%Y-%m-%d %H:%M:%S\"",
             "test_fraction = 0.1  # the last 10% of rows in time order; or test_from = \"2024-01-01\"",

@@ -20,6 +20,7 @@ sample alone).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +49,7 @@ class ClusterNetwork(nn.Module):
     def __init__(self, input_dim: int, hidden: tuple[int, ...], clusters: int):
         super().__init__()
         widths = [input_dim, *hidden, 1]
-        self.layers = nn.ModuleList(StarLinear(a, b, clusters) for a, b in zip(widths, widths[1:]))
+        self.layers = nn.ModuleList(StarLinear(a, b, clusters) for a, b in itertools.pairwise(widths))
 
     def forward(self, h: torch.Tensor, cluster: int) -> torch.Tensor:
         for l, layer in enumerate(self.layers):

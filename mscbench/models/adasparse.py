@@ -19,6 +19,7 @@ the sigmoid-relaxed fraction of pruned neurons of layer l.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,7 +60,7 @@ class AdaSparse(nn.Module):
         widths = [self.embedding.flat_dim, *config.hidden]
         self.pruners = nn.ModuleList(nn.Linear(config.embedding_dim + w, w, bias=False)  # W_p^l
                                      for w in widths)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.output = nn.Linear(widths[-1], 1)
         self.dropout = nn.Dropout(config.dropout)
         self.register_buffer("alpha", torch.tensor(config.alpha))

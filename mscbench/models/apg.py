@@ -15,6 +15,7 @@ scenario-owned parameters are the rows of e_t's table.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,7 +52,7 @@ class APG(nn.Module):
         widths = [self.embedding.flat_dim, *config.hidden]
         self.layers = nn.ModuleList(
             APGLinear(a, b, self.condition_dim(config, a), config.rank, config.overparam, config.hyper_hidden)
-            for a, b in zip(widths, widths[1:])
+            for a, b in itertools.pairwise(widths)
         )
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(widths[-1], 1)

@@ -8,8 +8,9 @@ A model is a plain `nn.Module` built as `Model(manifest, config)` whose `forward
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

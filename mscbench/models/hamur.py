@@ -17,6 +17,7 @@ normalises with the statistics of domain d's rows in training and its running st
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -72,7 +73,7 @@ class DomainTower(nn.Module):
     def __init__(self, input_dim: int, config: HAMURConfig, scenario: int):
         super().__init__()
         widths = [input_dim, *config.backbone]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.adapters = nn.ModuleDict({str(l): Adapter(widths[l], config.hyper_rank, config.bottleneck)
                                        for l in config.adapter_after})
         self.output = nn.Linear(widths[-1], 1)

@@ -20,6 +20,7 @@ scenario id is one more field of E, so PPNet alone is not blind to the scenario)
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,7 +80,7 @@ class PEPNet(nn.Module):
             gates = fields if config.epnet_granularity == "field" else fields * dim
             self.embedding_gate = GateNU(dim + fields * dim, gates, config.gate_hidden, config.gamma)
         widths = [width, *config.hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.prior_fields = prior_field_positions(manifest, config.prior_fields) if config.use_ppnet else []
         self.hidden_gates = nn.ModuleList(
             GateNU(len(self.prior_fields) * dim + width, size, config.gate_hidden, config.gamma)

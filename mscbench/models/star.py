@@ -15,6 +15,7 @@ so W_{l,t}, b_{l,t}, γ_t and β_t learn from scenario t's samples only.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import partial
 
@@ -24,8 +25,14 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import EMBEDDING_INIT_STD, MLP, FeatureEmbedding, PartitionedNorm, StarLinear, \
-    route_by_scenario
+from mscbench.models.layers import (
+    EMBEDDING_INIT_STD,
+    MLP,
+    FeatureEmbedding,
+    PartitionedNorm,
+    StarLinear,
+    route_by_scenario,
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class STAR(nn.Module):
         width = self.embedding.flat_dim
         self.norm = PartitionedNorm(width, scenarios, config.norm_momentum)
         widths = [width, *config.hidden, 1]
-        self.layers = nn.ModuleList(StarLinear(a, b, scenarios) for a, b in zip(widths, widths[1:]))
+        self.layers = nn.ModuleList(StarLinear(a, b, scenarios) for a, b in itertools.pairwise(widths))
         self.dropout = nn.Dropout(config.dropout)
         self.scenario_embedding = nn.Embedding(scenarios, config.embedding_dim)  # e_t
         nn.init.normal_(self.scenario_embedding.weight, std=EMBEDDING_INIT_STD)

@@ -171,7 +171,7 @@ def environment() -> dict:
 def git_revision() -> str | None:
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent)
+                                check=False, cwd=Path(__file__).parent)  # outside a checkout: no revision
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None

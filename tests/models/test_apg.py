@@ -1,5 +1,7 @@
 """APG: generated weight U S(z) V with S from the scenario; parameter count; scenario rows isolated."""
 
+import itertools
+
 import torch
 
 from mscbench.models import build_model
@@ -58,7 +60,7 @@ def test_parameter_count_formula():
     def hypernet(outputs):  # condition (d) -> 7 -> outputs
         return d * 7 + 7 + 7 * outputs + outputs
 
-    layers = sum(p * (a + 2 * k + b) + hypernet(k * k + b) for a, b in zip(widths, widths[1:]))
+    layers = sum(p * (a + 2 * k + b) + hypernet(k * k + b) for a, b in itertools.pairwise(widths))
     embeddings = sum(t.weight.numel() for t in model.embedding.tables) + manifest.num_scenarios * d
     total = sum(x.numel() for x in model.parameters())
     assert total == embeddings + layers + widths[-1] + 1

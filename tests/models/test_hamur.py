@@ -17,7 +17,7 @@ def built(**values):
 
 def test_adapter_applies_the_generated_matrices_u_m_v():
     """a' = σ(h U_1 M V_1 + b_1) U_2 M V_2 + b_2, with the per-sample W = U M V formed explicitly."""
-    manifest, model = built()
+    _manifest, model = built()
     adapter = model.towers[0].adapters["1"]
     with torch.no_grad():
         adapter.down_bias.normal_(), adapter.up_bias.normal_()

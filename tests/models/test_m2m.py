@@ -16,7 +16,7 @@ def built(**values):
 
 
 def test_meta_unit_generates_each_samples_layer_from_its_condition():
-    manifest, model = built()
+    _manifest, model = built()
     meta = model.meta_tower[0]
     with torch.no_grad():
         for generator in meta.weight_generators:

@@ -18,7 +18,7 @@ def built(**values):
 
 
 def test_attention_is_a_softmax_over_the_samples_present_behaviours_per_head():
-    manifest, model = built()
+    _manifest, model = built()
     attention = model.item_attention
     query, keys = torch.randn(3, 8), torch.randn(3, 5, 8)
     mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)

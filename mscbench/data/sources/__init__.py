@@ -10,9 +10,9 @@ which imports this package (a direct import here would be circular). A preparer 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from mscbench.data.errors import DataError
 
