@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -13,6 +14,9 @@ from torch import nn
 from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
+
+# A dataset without dense features gives `nn.Linear(0, n)`: correct (its term is 0), but torch warns.
+warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
 
 EMBEDDING_INIT_STD = 1e-2
 
