@@ -13,8 +13,10 @@ import pytest
 from mscbench.data.errors import DataError
 from mscbench.data.manifest import MANIFEST_FILE, OOV_ID, read_manifest
 from mscbench.data.prepare import (
+    FIRST_ID,
     USER_KEY,
     dataset_dir,
+    encoded_ids,
     find_prepared,
     list_prepared,
     prepare,
@@ -67,6 +69,22 @@ def test_vocabularies_come_from_training_rows_only(tmp_path):
     features = {f.name: f for f in result.manifest.sparse}
     assert features["item"].vocab_size == 7 + 2 and features["user"].vocab_size == 3 + 2
     assert 0 not in pl.concat([train, valid, test])["item"].to_list()  # 0 is padding only
+
+
+@pytest.mark.parametrize("values, vocabulary", [
+    (["b", None, "zz", "a", "b"], ["b", "a"]),
+    ([10, 3, None, 7, 3], [3, 10]),  # ids read as numbers: matched by value, in the vocabulary's order
+    (["x"], []),  # nothing seen in training: everything out of vocabulary
+])
+def test_encoded_ids_are_vocabulary_positions_and_oov_for_the_rest(values, vocabulary):
+    expected = [FIRST_ID + vocabulary.index(v) if v in vocabulary else OOV_ID for v in values]
+    column = pl.Series("value", values)
+    vocabulary = pl.Series(vocabulary, dtype=column.dtype)
+    encoded = column.to_frame().select(encoded_ids(pl.col("value"), vocabulary)).to_series()
+    assert encoded.to_list() == expected
+    lists = pl.DataFrame({"lists": [values]}).select(
+        pl.col("lists").list.eval(encoded_ids(pl.element(), vocabulary)))  # sequences: inside their lists
+    assert lists.to_series().to_list() == [expected]
 
 
 def test_sequences_share_the_target_vocabulary_and_are_left_padded(tmp_path):
