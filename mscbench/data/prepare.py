@@ -280,7 +280,7 @@ def encode(frame: pl.LazyFrame, spec: DatasetSpec, statistics: TrainingStatistic
     vocabularies = statistics.vocabularies
     columns = [
         pl.col(SPLIT_COLUMN),
-        position(pl.col(spec.scenario), pl.Series(statistics.scenarios), strict=True).alias(spec.scenario),
+        position(pl.col(spec.scenario), pl.Series(statistics.scenarios), strict=True),
         binary_label(spec).cast(pl.Float32),
         *(encoded_ids(pl.col(column.name), vocabularies[column.name]) for column in spec.sparse),
         *(((numeric(name) - statistics.dense_mean[name]) / statistics.dense_std[name])

@@ -36,8 +36,13 @@ class History:
     max_len: int
     gap: str | None = None  # also add this list column: the time from each event to the impression
 
+    @property
+    def values(self) -> list[str]:
+        """The event columns the lists hold, each once."""
+        return list(dict.fromkeys(self.columns.values()))
+
     def event_columns(self, user: str, time: str) -> list[str]:
-        return list(dict.fromkeys([user, time, *self.columns.values()]))
+        return list(dict.fromkeys([user, time, *self.values]))
 
     def list_columns(self) -> list[str]:
         return [*self.columns, *([self.gap] if self.gap else [])]
@@ -95,7 +100,8 @@ def sliced_histories(impressions: pl.DataFrame, events: Sequence[pl.DataFrame], 
     """`impressions` sorted by user and time with the list columns of every history, a slice at a time
     (the gathered events are max_len times as many as the impressions)."""
     impressions = impressions.sort(user, time)
-    located = [located_events(impressions, frame, history, user, time) for frame, history in zip(events, histories)]
+    located = [located_events(impressions, frame, history, user, time)
+               for frame, history in zip(events, histories)]
     for start in range(0, max(impressions.height, 1), GATHER_ROWS):
         lists = [gathered(bounds.slice(start, GATHER_ROWS), frame, history, time)
                  for (frame, bounds), history in zip(located, histories)]
@@ -111,8 +117,7 @@ def located_events(impressions: pl.DataFrame, events: pl.DataFrame, history: His
     times excluded finds the last earlier event; the list is then positions max(first, last - max_len + 1)
     to last, most recent last.
     """
-    values = list(dict.fromkeys(history.columns.values()))
-    events = (events.drop_nulls([user, time]).sort(user, time, *values, nulls_last=True)
+    events = (events.drop_nulls([user, time]).sort(user, time, *history.values, nulls_last=True)
               .with_row_index("__position").with_columns(pl.col("__position").cast(pl.Int64))  # last - n < 0
               .with_columns(__first=pl.col("__position").min().over(user)))
     bounds = impressions.select(user, time).join_asof(

@@ -15,9 +15,6 @@ from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 
-# A dataset without dense features gives `nn.Linear(0, n)`: correct (its term is 0), but torch warns.
-warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
-
 EMBEDDING_INIT_STD = 1e-2
 
 
@@ -228,7 +225,9 @@ class FeatureLinear(nn.Module):
     def __init__(self, manifest: Manifest, with_scenario: bool = False, zero_init: bool = False):
         super().__init__()
         self.weights = FeatureEmbedding(manifest, 1, with_scenario)
-        self.dense = nn.Linear(len(manifest.dense), 1)  # its bias is b
+        with warnings.catch_warnings():  # no dense features: Linear(0, 1) is right (term 0), but torch warns
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
+            self.dense = nn.Linear(len(manifest.dense), 1)  # its bias is b
         if zero_init:
             for parameter in self.parameters():
                 nn.init.zeros_(parameter)
