@@ -34,7 +34,7 @@ def embedding_pair() -> tuple[FeatureEmbedding, FeatureEmbedding]:
 def lookups_and_gradients(embedding: FeatureEmbedding, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
     out = torch.cat([embedding.pooled_fields(batch).flatten(1), embedding.sequence(batch).flatten(1)], 1)
     out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
-    return out, [table.weight.grad.to_dense() for table in embedding.tables]
+    return out, [weight.grad.to_dense() for weight in [*[t.weight for t in embedding.tables], embedding.scenario.weight]]
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -49,8 +49,9 @@ def test_the_fused_lookup_equals_one_lookup_per_field(sparse):
     assert torch.equal(out, expected)
     for grad, expected_grad in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-6)
-        assert torch.count_nonzero(grad[0]) == 0  # padding
-    assert all(table.weight.grad.is_sparse == sparse for table in fused.tables)
+    for grad in grads[:-1]:
+        assert torch.count_nonzero(grad[0]) == 0  # padding (the scenario table has none)
+    assert all(weight.grad.is_sparse == sparse for weight in fused.weights())
 
 
 def test_tables_keep_their_own_keys_and_a_moved_table_is_fused_again():

@@ -41,8 +41,8 @@ class DIN(nn.Module):
         super().__init__()
         self.embedding = FeatureEmbedding(manifest, config.embedding_dim, with_scenario=True)
         targets = {s.target for s in manifest.sequences if s.target}
-        self.other_fields = [i for i, f in enumerate(manifest.sparse) if f.name not in targets]
-        self.other_fields.append(len(manifest.sparse))  # the scenario field
+        other_fields = [i for i, f in enumerate(manifest.sparse) if f.name not in targets] + [len(manifest.sparse)]
+        self.register_buffer("other_fields", torch.tensor(other_fields), persistent=False)  # and the scenario
         item_dim = len([s for s in manifest.sequences if s.target]) * config.embedding_dim
         self.attention = ActivationUnit(item_dim, config.attention_hidden)
         width = 2 * item_dim + len(self.other_fields) * config.embedding_dim + len(manifest.dense)
@@ -54,5 +54,5 @@ class DIN(nn.Module):
         target, behaviours = item_vectors(self.embedding, fields, sequences)  # [B, dv], [B, L, dv]
         weights = self.attention(behaviours, target, batch.seq_mask)  # [B, L]   activation unit
         interest = (weights.unsqueeze(2) * behaviours).sum(dim=1)  # [B, dv]   v_U
-        x = torch.cat([interest, target, fields[:, self.other_fields].flatten(1), batch.dense], dim=1)
+        x = torch.cat([interest, target, fields.index_select(1, self.other_fields).flatten(1), batch.dense], dim=1)
         return ModelOutput(self.mlp(x).squeeze(1), extras={"attention": weights})

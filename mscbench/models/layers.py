@@ -57,33 +57,40 @@ class FusedLookup(torch.autograd.Function):
     """A lookup of global `rows` in `fused`, the tables laid end to end in one storage, that hands the
     gradient back to each table's own weight: slices of one dense gradient, or one sparse gradient per table.
 
-    One lookup (and one backward) for every field at once, instead of one per field; rows where `padding`
-    is True (id 0 of their table) read their table's padding row and send it no gradient, as
-    `nn.Embedding(padding_idx=0)` does.
+    One lookup (and one backward) for every field at once, instead of one per field. With `bag_weights`
+    ([N, L], like `rows`) each row of lookups is summed with those weights into one vector (`embedding_bag`:
+    a pooled sequence without its [N, L, d] intermediate). `padding_rows` (id 0 of every id table) are read
+    like any row but get no gradient, as with `nn.Embedding(padding_idx=0)`: zeroing those few rows of the
+    table gradient costs less than masking every padded lookup's gradient.
     """
 
     @staticmethod
-    def forward(ctx, rows: torch.Tensor, padding: torch.Tensor, fused: torch.Tensor, sparse: bool,
-                *weights: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(rows, padding)
+    def forward(ctx, rows: torch.Tensor, bag_weights: torch.Tensor | None, padding_rows: torch.Tensor,
+                fused: torch.Tensor, sparse: bool, *weights: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows, bag_weights, padding_rows)
         ctx.sparse, ctx.sizes = sparse, [len(weight) for weight in weights]
-        return nn.functional.embedding(rows, fused)
+        if bag_weights is None:
+            return nn.functional.embedding(rows, fused)
+        return nn.functional.embedding_bag(rows, fused, mode="sum", per_sample_weights=bag_weights)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        rows, padding = ctx.saved_tensors
+        rows, bag_weights, padding_rows = ctx.saved_tensors
+        if bag_weights is not None:
+            grad = grad.unsqueeze(1) * bag_weights.unsqueeze(-1)  # [N, L, d]: each lookup's share of its sum
+        rows, grad = rows.flatten(), grad.reshape(-1, grad.shape[-1])
         if ctx.sparse:
-            grads = sparse_table_gradients(rows, padding, grad, ctx.sizes)
+            grads = sparse_table_gradients(rows, ~torch.isin(rows, padding_rows), grad, ctx.sizes)
         else:  # index_add_ takes about half the time of embedding_dense_backward, which sorts the rows first
-            kept = grad.masked_fill(padding.unsqueeze(-1), 0).reshape(-1, grad.shape[-1])
-            grads = grad.new_zeros(sum(ctx.sizes), grad.shape[-1]).index_add_(0, rows.flatten(), kept).split(ctx.sizes)
-        return None, None, None, None, *grads
+            table = grad.new_zeros(sum(ctx.sizes), grad.shape[-1]).index_add_(0, rows, grad)
+            grads = table.index_fill_(0, padding_rows, 0).split(ctx.sizes)
+        return None, None, None, None, None, *grads
 
 
-def sparse_table_gradients(rows: torch.Tensor, padding: torch.Tensor, grad: torch.Tensor,
+def sparse_table_gradients(rows: torch.Tensor, present: torch.Tensor, grad: torch.Tensor,
                            sizes: list[int]) -> list[torch.Tensor]:
-    """One sparse (uncoalesced) gradient per table from the gradient of a fused lookup."""
-    present = ~padding
+    """One sparse (uncoalesced) gradient per table from the [n] rows and [n, d] gradient of a fused lookup,
+    keeping the `present` ones."""
     rows, values = rows[present], grad[present]  # [n], [n, d]
     starts = torch.tensor([0, *sizes], device=rows.device).cumsum(0)  # [T+1]
     table = torch.bucketize(rows, starts[1:-1], right=True)  # [n] which table each row belongs to
@@ -101,10 +108,11 @@ class FeatureEmbedding(nn.Module):
     `with_scenario` adds the scenario id as one more sparse field (for models that have no scenario
     structure of their own, so that they are not handicapped by lacking it).
 
-    The tables stay separate parameters (`tables[i].weight`, their own state-dict keys and gradients) but
-    live end to end in one storage, so that all fields are looked up at once (`FusedLookup`). A table
-    replaced by another kind of module (CEL) turns this off: then each field is looked up in its table.
-    `sparse_gradient` (set by `use_sparse_gradients`) makes the tables' gradients sparse.
+    The tables (and the scenario's) stay separate parameters (`tables[i].weight`, `scenario.weight`: their
+    own state-dict keys and gradients) but live end to end in one storage, so that all fields are looked up
+    at once and each sequence is pooled in the same call (`FusedLookup`). A table replaced by another kind
+    of module (CEL) turns this off: then each field is looked up in its table.
+    `sparse_gradient` (set by `use_sparse_gradients`) makes the id tables' gradients sparse.
     """
 
     def __init__(self, manifest: Manifest, dim: int, with_scenario: bool = False):
@@ -116,8 +124,7 @@ class FeatureEmbedding(nn.Module):
         self.tables = nn.ModuleList(new_embedding(size, dim) for size in rows.values())
         self.sparse_tables = [self.table_names.index(f.table) for f in manifest.sparse]
         self.sequence_tables = [self.table_names.index(s.table) for s in manifest.sequences]
-        sparse_names = [f.name for f in manifest.sparse]
-        self.target_fields = [sparse_names.index(s.target) if s.target else None for s in manifest.sequences]
+        register_sequence_targets(self, manifest)
         self.scenario = nn.Embedding(manifest.num_scenarios, dim) if with_scenario else None
         if self.scenario is not None:
             nn.init.normal_(self.scenario.weight, std=EMBEDDING_INIT_STD)
@@ -125,53 +132,76 @@ class FeatureEmbedding(nn.Module):
         self.num_fields = len(manifest.sparse) + (1 if with_scenario else 0)
         self.num_sequences = len(manifest.sequences)
         self.num_dense = len(manifest.dense)
-        starts = torch.tensor([0, *rows.values()]).cumsum(0)[:-1]  # first row of each table in the storage
-        self.register_buffer("field_starts", starts[self.sparse_tables], persistent=False)  # [F]
+        starts = torch.tensor([0, *rows.values()]).cumsum(0)  # first row of each table (and the scenario's)
+        field_starts = starts[self.sparse_tables + ([len(rows)] if with_scenario else [])]
+        self.register_buffer("field_starts", field_starts, persistent=False)  # [F(+1)]
         self.register_buffer("sequence_starts", starts[self.sequence_tables].unsqueeze(1), persistent=False)
+        self.register_buffer("padding_rows", starts[:-1], persistent=False)  # id 0 of every id table
         self.sparse_gradient = False
         self.fuse()
 
+    def weights(self) -> list[nn.Parameter]:
+        """The weights laid end to end in the fused storage, in its order."""
+        return [table.weight for table in self.tables] + ([self.scenario.weight] if self.scenario else [])
+
     def fuse(self) -> None:
-        """Move the tables' weights into one storage, in table order (after a move to another device, too)."""
-        weights = [table.weight for table in self.tables]
+        """Move the weights into one storage, in table order (after a move to another device, too)."""
+        weights = self.weights()
         self.fused = torch.cat([weight.detach() for weight in weights])  # [Σ rows, d]
         for weight, part in zip(weights, self.fused.split([len(w) for w in weights])):
             weight.data = part
 
     def fused_weight(self) -> torch.Tensor | None:
-        """The shared storage of every table, or None when a table is not a plain `nn.Embedding`."""
+        """The shared storage of every weight, or None when a table is not a plain `nn.Embedding`."""
         if not all(type(table) is nn.Embedding for table in self.tables):
             return None
         storage = self.fused.untyped_storage().data_ptr()
-        if any(table.weight.untyped_storage().data_ptr() != storage for table in self.tables):
+        if any(weight.untyped_storage().data_ptr() != storage for weight in self.weights()):
             self.fuse()  # `.to(device)` and the like give each weight a storage of its own
         return self.fused
 
-    def lookup(self, ids: torch.Tensor, starts: torch.Tensor, tables: list[int]) -> torch.Tensor:
-        """[B, K, ..., d] embeddings of `ids` [B, K, ...], column k being ids of table `tables[k]`."""
-        fused = self.fused_weight()
-        if fused is None:
-            return torch.stack([self.tables[t](ids[:, k]) for k, t in enumerate(tables)], dim=1)
-        weights = [table.weight for table in self.tables]
-        return FusedLookup.apply(ids + starts, ids == 0, fused, self.sparse_gradient, *weights)
+    def lookup(self, fused: torch.Tensor, rows: torch.Tensor, bag_weights: torch.Tensor | None = None):
+        return FusedLookup.apply(rows, bag_weights, self.padding_rows, fused, self.sparse_gradient,
+                                 *self.weights())
 
     def fields(self, batch: Batch) -> torch.Tensor:
         """[B, F(+1), d] embeddings of the sparse fields (and the scenario)."""
-        columns = self.lookup(batch.sparse, self.field_starts, self.sparse_tables)  # [B, F, d]
-        if self.scenario is None:
-            return columns
-        return torch.cat([columns, self.scenario(batch.scenario).unsqueeze(1)], dim=1)
+        fused = self.fused_weight()
+        if fused is None:
+            return self.plain_fields(batch)
+        ids = batch.sparse if self.scenario is None else torch.cat([batch.sparse, batch.scenario.unsqueeze(1)], 1)
+        return self.lookup(fused, ids + self.field_starts)
+
+    def plain_fields(self, batch: Batch) -> torch.Tensor:
+        columns = [self.tables[t](batch.sparse[:, k]) for k, t in enumerate(self.sparse_tables)]
+        if self.scenario is not None:
+            columns.append(self.scenario(batch.scenario))
+        return torch.stack(columns, dim=1)
 
     def sequence(self, batch: Batch) -> torch.Tensor:
         """[B, S, L, d] embeddings of the behaviour sequences."""
-        return self.lookup(batch.seq, self.sequence_starts, self.sequence_tables)
+        fused = self.fused_weight()
+        if fused is None:
+            return torch.stack([self.tables[t](batch.seq[:, s]) for s, t in enumerate(self.sequence_tables)], 1)
+        return self.lookup(fused, batch.seq + self.sequence_starts)
+
+    def pooled_sequences(self, batch: Batch) -> torch.Tensor:
+        """[B, S, d]: each behaviour sequence's mean over its present positions (zero if it has none)."""
+        fused = self.fused_weight()
+        if fused is None:
+            return masked_mean(self.sequence(batch), batch.seq_mask)
+        mask = batch.seq_mask.to(fused.dtype)  # [B, L]
+        rows = (batch.seq + self.sequence_starts).flatten(0, 1)  # [B·S, L]
+        weights = mask.repeat_interleave(self.num_sequences, dim=0)  # [B·S, L]
+        sums = self.lookup(fused, rows, weights).view(len(batch), self.num_sequences, self.dim)
+        return sums / mask.sum(1).clamp_min(1.0)[:, None, None]
 
     def pooled_fields(self, batch: Batch) -> torch.Tensor:
         """[B, F(+1)+S, d]: the field embeddings, each mean-pooled sequence being one more field."""
         fields = self.fields(batch)
         if not self.num_sequences:
             return fields
-        return torch.cat([fields, masked_mean(self.sequence(batch), batch.seq_mask)], dim=1)
+        return torch.cat([fields, self.pooled_sequences(batch)], dim=1)
 
     def flat(self, batch: Batch) -> torch.Tensor:
         """[B, input_dim]: field embeddings, mean-pooled sequences and dense values, concatenated."""
@@ -183,11 +213,12 @@ class FeatureEmbedding(nn.Module):
 
 
 def use_sparse_gradients(model: nn.Module) -> list[nn.Parameter]:
-    """Give every id table of every `FeatureEmbedding` in `model` sparse gradients; returns their weights."""
+    """Give every table (ids and scenario) of every `FeatureEmbedding` in `model` sparse gradients; returns
+    their weights."""
     weights = []
     for embedding in (m for m in model.modules() if isinstance(m, FeatureEmbedding)):
         embedding.sparse_gradient = True
-        for table in embedding.tables:
+        for table in [*embedding.tables, *([embedding.scenario] if embedding.scenario else [])]:
             if type(table) is nn.Embedding:
                 table.sparse = True
                 weights.append(table.weight)
@@ -270,6 +301,9 @@ class ActivationUnit(nn.Module):
 
         a_i = FFN([e_i ⊕ e_a ⊕ (e_i - e_a) ⊕ (e_i ⊙ e_a)])   (no softmax: the sum keeps the intensity)
 
+    The FFN's first layer W = [W_1 | W_2 | W_3 | W_4] is applied as the same linear map regrouped,
+    W_1 e_i + W_2 e_a + W_3 (e_i - e_a) + W_4 (e_i ⊙ e_a) = [W_1 + W_3 | W_4] [e_i ⊕ e_i ⊙ e_a] + (W_2 - W_3) e_a,
+    so that per behaviour it reads 2d inputs instead of 4d and the target's part is computed once per row.
     Padded positions get exactly zero weight, whatever their embedding holds.
     """
 
@@ -279,10 +313,24 @@ class ActivationUnit(nn.Module):
 
     def forward(self, behaviours: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`behaviours` [B, L, d], `target` [B, d], `mask` [B, L] (True = present) -> weights [B, L]."""
-        target = target.unsqueeze(1).expand_as(behaviours)  # [B, L, d]
-        pairs = torch.cat([behaviours, target, behaviours - target, behaviours * target], -1)  # [B, L, 4d]
-        weights = self.ffn(pairs).squeeze(-1)  # [B, L]
+        first, rest = self.ffn.layers[0], self.ffn.layers[1:]
+        w_behaviour, w_target, w_difference, w_product = first.weight.chunk(4, dim=1)  # [h, d] each
+        per_behaviour = torch.cat([behaviours, behaviours * target.unsqueeze(1)], -1)  # [B, L, 2d]
+        hidden = per_behaviour @ torch.cat([w_behaviour + w_difference, w_product], 1).T  # [B, L, h]
+        hidden = hidden + nn.functional.linear(target, w_target - w_difference, first.bias).unsqueeze(1)
+        weights = rest(hidden).squeeze(-1)  # [B, L]
         return torch.where(mask, weights, torch.zeros_like(weights))
+
+
+def register_sequence_targets(embedding: nn.Module, manifest: Manifest) -> None:
+    """Give `embedding` what `item_vectors` reads: `target_fields` (per sequence, the position of the sparse
+    field it targets, or None) and, as buffers, the targeted sequences and their target fields' positions."""
+    sparse_names = [f.name for f in manifest.sparse]
+    embedding.target_fields = [sparse_names.index(s.target) if s.target else None for s in manifest.sequences]
+    targeted = [s for s, field in enumerate(embedding.target_fields) if field is not None]
+    embedding.register_buffer("targeted_sequences", torch.tensor(targeted, dtype=torch.long), persistent=False)
+    embedding.register_buffer("target_positions", torch.tensor([embedding.target_fields[s] for s in targeted],
+                                                               dtype=torch.long), persistent=False)
 
 
 def item_vectors(embedding: FeatureEmbedding, fields: torch.Tensor,
@@ -294,9 +342,10 @@ def item_vectors(embedding: FeatureEmbedding, fields: torch.Tensor,
     and the behaviours [B, L, S'·d] (the sequences concatenated in the same order), so that position i
     and the target live in one space (their tables are shared).
     """
-    targeted = [s for s, field in enumerate(embedding.target_fields) if field is not None]
-    target = fields[:, [embedding.target_fields[s] for s in targeted]].flatten(1)  # [B, S'·d]
-    behaviours = sequences[:, targeted].transpose(1, 2).flatten(2)  # [B, L, S'·d]
+    target = fields.index_select(1, embedding.target_positions).flatten(1)  # [B, S'·d]
+    if len(embedding.targeted_sequences) < sequences.shape[1]:
+        sequences = sequences.index_select(1, embedding.targeted_sequences)
+    behaviours = sequences.transpose(1, 2).flatten(2)  # [B, L, S'·d]
     return target, behaviours
 
 

@@ -49,6 +49,7 @@ from mscbench.models.layers import (
     item_vectors,
     pool_sequence,
     pooled_width,
+    register_sequence_targets,
     route_by_scenario,
     with_target_mask,
 )
@@ -101,8 +102,7 @@ class ScenarioSpecificEmbedding(nn.Module):
             nn.init.normal_(table.weight, std=EMBEDDING_INIT_STD)
         self.sparse_tables = [names.index(f.table) for f in manifest.sparse]
         self.sequence_tables = [names.index(s.table) for s in manifest.sequences]
-        sparse_names = [f.name for f in manifest.sparse]
-        self.target_fields = [sparse_names.index(s.target) if s.target else None for s in manifest.sequences]
+        register_sequence_targets(self, manifest)
 
     def lookup(self, table: int, ids: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
         offset = scenario.view(-1, *[1] * (ids.dim() - 1)) * self.vocab_sizes[table]

@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from mscbench.models import build_model
+from mscbench.models.layers import ActivationUnit
 from tests.helpers import random_batch, tiny_manifest
 
 ITEM_FIELD = 1  # tiny_manifest: item_id, the target of hist_item
@@ -48,3 +49,22 @@ def test_weights_are_not_normalised():
     with torch.no_grad():
         totals = model(batch).extras["attention"].sum(1)[batch.seq_mask.any(1)]
     assert not torch.allclose(totals, torch.ones_like(totals))
+
+
+def test_the_activation_unit_applies_its_first_layer_to_the_four_part_input_of_eq_3():
+    """The regrouped first layer is the FFN on [e_i ⊕ e_a ⊕ (e_i - e_a) ⊕ (e_i ⊙ e_a)], values and gradients."""
+    torch.manual_seed(0)
+    unit = ActivationUnit(6, (5, 4))
+    behaviours, target = torch.randn(3, 7, 6), torch.randn(3, 6)
+    mask = torch.rand(3, 7) > 0.3
+    weights = unit(behaviours, target, mask)
+    weights.sum().backward()
+    regrouped = [p.grad.clone() for p in unit.parameters()]
+    unit.zero_grad()
+    pairs = torch.cat([behaviours, target.unsqueeze(1).expand_as(behaviours), behaviours - target.unsqueeze(1),
+                       behaviours * target.unsqueeze(1)], -1)  # eq. 3, literally
+    literal = torch.where(mask, unit.ffn(pairs).squeeze(-1), torch.zeros(()))
+    literal.sum().backward()
+    torch.testing.assert_close(weights, literal)
+    for grad, parameter in zip(regrouped, unit.parameters(), strict=True):
+        torch.testing.assert_close(grad, parameter.grad)
