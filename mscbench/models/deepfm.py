@@ -17,7 +17,7 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import EMBEDDING_INIT_STD, MLP, FeatureEmbedding, FeatureLinear, FMInteraction
+from mscbench.models.layers import EMBEDDING_INIT_STD, MLP, FeatureEmbedding, FMInteraction, dense_linear
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,30 @@ class DeepFMConfig:
           paper="Guo et al., DeepFM: A Factorization-Machine based Neural Network for CTR Prediction (IJCAI)",
           year=2017)
 class DeepFM(nn.Module):
+    """The first-order weight w_f[x] of an id is the last column of its embedding row, so that one lookup
+    (and one pooling of each sequence) serves both terms. It is still a parameter of its own: Adam, weight
+    decay and the initialisation act elementwise, so the split changes nothing but the cost."""
+
     def __init__(self, manifest: Manifest, config: DeepFMConfig):
         super().__init__()
-        self.first_order = FeatureLinear(manifest, with_scenario=True)
-        self.embedding = FeatureEmbedding(manifest, config.embedding_dim, with_scenario=True)
+        self.embedding = FeatureEmbedding(manifest, config.embedding_dim + 1, with_scenario=True)  # [v ⊕ w]
+        self.dense_linear = dense_linear(manifest)  # w_d, b
         self.dense_vectors = nn.Parameter(  # v_d per dense feature
             torch.randn(len(manifest.dense), config.embedding_dim) * EMBEDDING_INIT_STD
         ) if config.dense_in_fm else None
         self.interaction = FMInteraction()
-        self.mlp = MLP(self.embedding.flat_dim, config.hidden, config.dropout, output_dim=1)
+        fields = self.embedding.num_fields + self.embedding.num_sequences
+        self.mlp = MLP(fields * config.embedding_dim + len(manifest.dense), config.hidden, config.dropout,
+                       output_dim=1)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        vectors = self.embedding.pooled_fields(batch)  # [B, F+1+S, d]
+        rows = self.embedding.pooled_fields(batch)  # [B, F+1+S, d+1]
+        vectors, weights = rows[..., :-1], rows[..., -1]  # [B, F+1+S, d] v_f, [B, F+1+S] w_f
+        first_order = weights.sum(1) + self.dense_linear(batch.dense).squeeze(1)  # [B]
         fm_fields = vectors
         if self.dense_vectors is not None:
             dense_fields = batch.dense.unsqueeze(2) * self.dense_vectors  # [B, D, d]
             fm_fields = torch.cat([vectors, dense_fields], dim=1)  # [B, F+1+S+D, d]
-        fm = self.first_order(batch) + self.interaction(fm_fields)  # [B]
+        fm = first_order + self.interaction(fm_fields)  # [B]
         deep = self.mlp(torch.cat([vectors.flatten(1), batch.dense], dim=1)).squeeze(1)  # [B]
         return ModelOutput(fm + deep)

@@ -249,16 +249,14 @@ def route_by_scenario(branches: Sequence[Callable[[torch.Tensor], torch.Tensor]]
 class FeatureLinear(nn.Module):
     """First-order term `b + Σ_f w_f[x_f] + Σ_s mean_i w_s[x_{s,i}] + w_d^T z`: a 1-dim embedding per id.
 
-    It is LR (spec §6.1), the wide part of Wide & Deep (§6.2) and FM's first-order term (§6.3).
+    It is LR (spec §6.1) and the wide part of Wide & Deep (§6.2); DeepFM keeps its w_f in its embedding rows.
     `zero_init` makes the term start at exactly zero (W&D's wide part, so the sum starts at the deep logit).
     """
 
     def __init__(self, manifest: Manifest, with_scenario: bool = False, zero_init: bool = False):
         super().__init__()
         self.weights = FeatureEmbedding(manifest, 1, with_scenario)
-        with warnings.catch_warnings():  # no dense features: Linear(0, 1) is right (term 0), but torch warns
-            warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
-            self.dense = nn.Linear(len(manifest.dense), 1)  # its bias is b
+        self.dense = dense_linear(manifest)
         if zero_init:
             for parameter in self.parameters():
                 nn.init.zeros_(parameter)
@@ -266,6 +264,13 @@ class FeatureLinear(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         ids = self.weights.pooled_fields(batch).sum(dim=(1, 2))  # [B]
         return ids + self.dense(batch.dense).squeeze(1)  # [B]
+
+
+def dense_linear(manifest: Manifest) -> nn.Linear:
+    """`w_d^T z + b` over the dense values: the dense part of a first-order term, its bias b."""
+    with warnings.catch_warnings():  # no dense features: Linear(0, 1) is right (term 0), but torch warns
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
+        return nn.Linear(len(manifest.dense), 1)
 
 
 class FMInteraction(nn.Module):
