@@ -6,16 +6,17 @@
         git -C /tmp/peers/FuxiCTR checkout 0245987      # FuxiCTR's models (model_zoo/) as of fuxictr 2.3.10
     .venv/bin/python -m benchmarks.peers [--peers-python /tmp/peers/bin/python] [--models deepfm,dcn | din]
         [--fuxictr-zoo /tmp/peers/FuxiCTR/model_zoo] [--batch-sizes 512,4096] [--train-rows 200000]
-        [--set optimizer=lazy_adam]
+        [--repeats 3] [--set optimizer=lazy_adam]
 
 The synthetic dataset's first `--train-rows` training rows and its whole test split are exported once to
 an `.npz` that the peers read; every (toolkit, model, batch size) then trains in a process of its own, so
 that its peak memory (max RSS) is its own: embedding dim 16, MLP 128-64 (DCN: 3 cross layers; DIN:
 attention MLP 80-40 over the two behaviour sequences, item_id and category as the target), Adam at lr 1e-3
 without weight decay, batch as given, one epoch; samples/s counts the whole training call (data loading
-included); test AUC on the whole test split. Ratios are mscbench's speed over each peer's. Every process
-gets the same number of operator threads: mscbench's `threads` setting, by default its idle cores. All
-three peers run DeepFM, DCN and DIN. FuxiCTR's wheel ships no models: its worker imports the model zoo of
+included); test AUC on the whole test split. Each toolkit runs `--repeats` times, the toolkits in turn, and
+its fastest run is kept (a shared machine's load only ever slows a run down). Ratios are mscbench's speed
+over each peer's. Every process gets the same number of operator threads: mscbench's `threads` setting, by
+default its idle cores. All three peers run DeepFM, DCN and DIN. FuxiCTR's wheel ships no models: its worker imports the model zoo of
 a checkout of the installed version (`--fuxictr-zoo`, default `$FUXICTR_ZOO`, else the path above).
 """
 
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--models", default="deepfm,dcn")
     parser.add_argument("--batch-sizes", default="512,4096")
     parser.add_argument("--train-rows", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per toolkit; the fastest is kept")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an mscbench setting")
     parser.add_argument("--mscbench-worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -103,12 +105,17 @@ def main() -> None:
             own = [sys.executable, "-m", "benchmarks.peers", "--mscbench-worker", model, batch,
                    "--train-rows", str(args.train_rows), *(f"--set={item}" for item in args.set),
                    f"--set=threads={threads}"]
-            ours = run_in_process(own)
-            peers = [run_in_process([args.peers_python, str(WORKER), str(data), peer, model, batch, threads])
-                     for peer in PEERS]
-            rows += [(ours, result) for result in [ours, *peers]]
+            commands = {"mscbench": own, **{peer: [args.peers_python, str(WORKER), str(data), peer, model, batch,
+                                                   threads] for peer in PEERS}}
+            best: dict[str, dict] = {}
+            for _ in range(args.repeats):  # toolkits alternate, so that a busy spell hits them alike
+                for toolkit, command in commands.items():
+                    result = run_in_process(command)
+                    if toolkit not in best or result["train_per_second"] > best[toolkit]["train_per_second"]:
+                        best[toolkit] = result
+            rows += [(best["mscbench"], result) for result in best.values()]
     table = Table(title=f"one epoch over {args.train_rows:,} synthetic rows, test AUC on the whole test split, "
-                        f"{threads} thread(s) each (mscbench settings: {args.set or 'default'})")
+                        f"{threads} thread(s) each, best of {args.repeats} (mscbench settings: {args.set or 'default'})")
     for column in ("model", "batch", "toolkit", "train samples/s", "test AUC", "peak MiB", "mscbench speed ratio",
                    "load"):
         table.add_column(column, justify="left" if column in ("model", "toolkit") else "right")
