@@ -4,7 +4,8 @@
         /tmp/peers/bin/pip install torch-rechub deepctr-torch fuxictr      # the peers' own environment
     git clone https://github.com/reczoo/FuxiCTR /tmp/peers/FuxiCTR && \\
         git -C /tmp/peers/FuxiCTR checkout 0245987      # FuxiCTR's models (model_zoo/) as of fuxictr 2.3.10
-    .venv/bin/python -m benchmarks.peers [--peers-python /tmp/peers/bin/python] [--models deepfm,dcn | din]
+    .venv/bin/python -m benchmarks.peers [--peers-python /tmp/peers/bin/python]
+        [--models deepfm,dcn | din | shared_bottom,mmoe,ple]
         [--fuxictr-zoo /tmp/peers/FuxiCTR/model_zoo] [--batch-sizes 512,4096] [--train-rows 200000]
         [--repeats 3] [--set optimizer=lazy_adam]
 
@@ -16,8 +17,14 @@ without weight decay, batch as given, one epoch; samples/s counts the whole trai
 included); test AUC on the whole test split. Each toolkit runs `--repeats` times, the toolkits in turn, and
 its fastest run is kept (a shared machine's load only ever slows a run down). Ratios are mscbench's speed
 over each peer's. Every process gets the same number of operator threads: mscbench's `threads` setting, by
-default its idle cores. All three peers run DeepFM, DCN and DIN. FuxiCTR's wheel ships no models: its worker imports the model zoo of
-a checkout of the installed version (`--fuxictr-zoo`, default `$FUXICTR_ZOO`, else the path above).
+default its idle cores. All three peers run every model of SETTINGS. Shared-Bottom, MMoE and PLE are
+multi-task models in the peers and multi-scenario ones in mscbench (a gate and tower per scenario): with one
+scenario and one task they are the same network, so these three train on a one-scenario synthetic dataset,
+with no scenario field (mscbench routes by it), in mscbench's default setting: Shared-Bottom 128 then tower
+64; MMoE 4 experts 128-64, tower Linear(64, 1); PLE one CGC level, 2 specific and 1 shared expert 128-64-32,
+tower 16 (MMoE's embedding dim is set to 16 too). FuxiCTR's wheel ships no models: its worker imports the
+model zoo of a checkout of the installed version (`--fuxictr-zoo`, default `$FUXICTR_ZOO`, else the path
+above).
 """
 
 from __future__ import annotations
@@ -42,16 +49,25 @@ from mscbench.train.trainer import configure_threads
 PEERS = ("torch-rechub", "deepctr-torch", "fuxictr")  # each has all of SETTINGS' models
 SETTINGS = {"deepfm": {"embedding_dim": 16, "hidden": [128, 64], "dense_in_fm": False},
             "dcn": {"embedding_dim": 16, "hidden": [128, 64], "cross_layers": 3},
-            "din": {"embedding_dim": 16, "attention_hidden": [80, 40], "hidden": [128, 64]}}
+            "din": {"embedding_dim": 16, "attention_hidden": [80, 40], "hidden": [128, 64]},
+            "shared_bottom": {"embedding_dim": 16, "bottom": [128], "tower": [64]},
+            "mmoe": {"embedding_dim": 16, "num_experts": 4, "expert": [128, 64], "tower": []},
+            "ple": {"embedding_dim": 16, "levels": 1, "specific_experts": 2, "shared_experts": 1,
+                    "expert": [128, 64, 32], "tower": [16]}}
+ONE_SCENARIO = ("shared_bottom", "mmoe", "ple")  # the peers' multi-task models: one scenario is one task
 WORKER = Path(__file__).with_name("peer_worker.py")
 
 
-def export(train_rows: int) -> Path:
+def scenarios(model: str) -> int:
+    return 1 if model in ONE_SCENARIO else 5  # 5: the synthetic dataset's default
+
+
+def export(train_rows: int, scenario_count: int) -> Path:
     """The arrays the peers read: sparse ids, scenario, dense values, sequences and labels per split."""
-    path = DATA_DIR / f"peers-{train_rows}.npz"
+    path = DATA_DIR / f"peers-{scenario_count}-scenarios-{train_rows}.npz"
     if path.exists():
         return path
-    manifest, splits = synthetic(None)
+    manifest, splits = synthetic(None, scenario_count)
     arrays = {"sparse_names": [f.name for f in manifest.sparse], "sparse_vocab": [f.vocab_size for f in manifest.sparse],
               "dense_names": manifest.dense, "seq_names": [s.name for s in manifest.sequences],
               "seq_tables": [s.table for s in manifest.sequences], "num_scenarios": manifest.num_scenarios}
@@ -68,7 +84,7 @@ def mscbench_run(model: str, batch: int, train_rows: int, overrides: list[str]) 
     config = build_config(TrainConfig, {**parse_overrides(overrides), "batch_size": batch, "lr": 1e-3,
                                         "epochs": 1}, owner="training")
     configure_threads(config)
-    manifest, splits = synthetic(None)
+    manifest, splits = synthetic(None, scenarios(model))
     train = splits.pop("train").select(torch.arange(train_rows))  # holds only the rows the peers get
     result = measure(model, manifest, train, splits["test"], config, SETTINGS[model])
     return {"toolkit": "mscbench", "model": model, "batch": batch, "train_per_second": result.train_per_second,
@@ -85,7 +101,7 @@ def main() -> None:
     parser.add_argument("--peers-python", default="/tmp/peers/bin/python")
     parser.add_argument("--fuxictr-zoo", help="FuxiCTR's model_zoo folder (from a git checkout)",
                         default=os.environ.get("FUXICTR_ZOO", "/tmp/peers/FuxiCTR/model_zoo"))
-    parser.add_argument("--models", default="deepfm,dcn")
+    parser.add_argument("--models", default="deepfm,dcn", help=f"any of {','.join(SETTINGS)}")
     parser.add_argument("--batch-sizes", default="512,4096")
     parser.add_argument("--train-rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3, help="runs per toolkit; the fastest is kept")
@@ -96,11 +112,11 @@ def main() -> None:
         model, batch = args.mscbench_worker
         print(json.dumps(mscbench_run(model, int(batch), args.train_rows, args.set)))
         return
-    data = export(args.train_rows)
     os.environ["FUXICTR_ZOO"] = args.fuxictr_zoo  # for the workers
     threads = str(parse_overrides(args.set).get("threads") or len(os.sched_getaffinity(0)))
     rows = []
     for model in args.models.split(","):
+        data = export(args.train_rows, scenarios(model))
         for batch in args.batch_sizes.split(","):
             own = [sys.executable, "-m", "benchmarks.peers", "--mscbench-worker", model, batch,
                    "--train-rows", str(args.train_rows), *(f"--set={item}" for item in args.set),

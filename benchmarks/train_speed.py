@@ -53,8 +53,9 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def synthetic(rows: int | None) -> tuple[Manifest, dict[str, SplitData]]:
-    prepared = prepare_synthetic(DATA_DIR, rows=rows)
+def synthetic(rows: int | None, scenarios: int = 5) -> tuple[Manifest, dict[str, SplitData]]:
+    """The synthetic dataset's train and test splits (prepared once under DATA_DIR)."""
+    prepared = prepare_synthetic(DATA_DIR, rows=rows, scenarios=scenarios)
     return prepared.manifest, {s: load_split(prepared.path, prepared.manifest, s) for s in ("train", "test")}
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from mscbench.config import ConfigError, TrainConfig, build_config
 from mscbench.data.loader import load_split
 from mscbench.models import REGISTRY, build_model
-from mscbench.models.layers import FeatureEmbedding, use_sparse_gradients
+from mscbench.models.layers import FeatureEmbedding, route_by_scenario, use_sparse_gradients
 from mscbench.train.runner import plan_run
 from mscbench.train.trainer import LazyAdam, batch_loss, build_optimizer, check_amp, configure_threads, fit
 from tests.helpers import random_batch, tiny_manifest
@@ -149,3 +149,13 @@ def test_threads_and_amp_settings():
     with pytest.raises(ConfigError, match="CUDA"):
         check_amp(TrainConfig(amp=True), torch.device("cpu"))
     check_amp(TrainConfig(amp=False), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("scenarios", [[2, 0, 2, 1, 0, 2], [1, 1, 1, 1], []])
+def test_routing_applies_each_scenarios_branch_to_its_rows_in_row_order(scenarios):
+    """Mixed batches are sorted and put back; a one-scenario batch goes to its branch as it is."""
+    torch.manual_seed(0)
+    branches = [nn.Linear(3, 2) for _ in range(3)]
+    x, scenario = torch.randn(len(scenarios), 3), torch.tensor(scenarios, dtype=torch.long)
+    expected = torch.stack([branches[t](row) for row, t in zip(x, scenarios)]) if scenarios else torch.zeros(0, 2)
+    torch.testing.assert_close(route_by_scenario(branches, x, scenario), expected)

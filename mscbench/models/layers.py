@@ -239,8 +239,10 @@ def route_by_scenario(branches: Sequence[Callable[[torch.Tensor], torch.Tensor]]
     parameters receive gradient only from them; per-branch batch statistics see only its own rows.
     """
     counts = torch.bincount(scenario, minlength=len(branches)).tolist()  # the one host sync per call
+    if max(counts) == len(x):  # one scenario in the batch: its branch takes the rows as they are
+        return branches[counts.index(len(x))](x)
     order = torch.argsort(scenario, stable=True)
-    pieces = torch.split(x[order], counts)
+    pieces = torch.split(x.index_select(0, order), counts)
     outputs = [branch(piece) for branch, piece, n in zip(branches, pieces, counts) if n]
     sorted_out = torch.cat(outputs, dim=0)
     return torch.empty_like(sorted_out).index_copy(0, order, sorted_out)

@@ -120,7 +120,7 @@ class PLE(nn.Module):
         inputs, shared_input = x.unsqueeze(1).expand(-1, scenarios, -1), x  # in^1_t = in^1_c = x
         for level in self.levels[:-1]:
             inputs, shared_input = level.every_scenario(inputs, shared_input, own)  # [B, N, d], [B, d]
-        own_input = inputs[torch.arange(len(x)), batch.scenario]  # [B, d_in]  in^Q_{t(x)}
+        own_input = inputs.take_along_dim(batch.scenario[:, None, None], 1).squeeze(1)  # [B, d_in]  in^Q_{t(x)}
         shared = self.levels[-1].shared_experts(shared_input)  # [B, m_c, d]
         packed = torch.cat([shared.flatten(1), own_input], dim=1)  # one tensor to route
         branches = [partial(self.top_and_tower, t) for t in range(scenarios)]
