@@ -112,7 +112,7 @@ class FeatureEmbedding(nn.Module):
     own state-dict keys and gradients) but live end to end in one storage, so that all fields are looked up
     at once and each sequence is pooled in the same call (`FusedLookup`). A table replaced by another kind
     of module (CEL) turns this off: then each field is looked up in its table.
-    `sparse_gradient` (set by `use_sparse_gradients`) makes the id tables' gradients sparse.
+    `sparse_gradient` (set by `use_sparse_gradients`) makes the tables' gradients sparse.
     """
 
     def __init__(self, manifest: Manifest, dim: int, with_scenario: bool = False):
@@ -160,7 +160,9 @@ class FeatureEmbedding(nn.Module):
             self.fuse()  # `.to(device)` and the like give each weight a storage of its own
         return self.fused
 
-    def lookup(self, fused: torch.Tensor, rows: torch.Tensor, bag_weights: torch.Tensor | None = None):
+    def lookup(self, fused: torch.Tensor, rows: torch.Tensor,
+               bag_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`FusedLookup` of storage `rows`: [..., d] vectors, or [N, d] sums of bags with `bag_weights`."""
         return FusedLookup.apply(rows, bag_weights, self.padding_rows, fused, self.sparse_gradient,
                                  *self.weights())
 
@@ -173,6 +175,7 @@ class FeatureEmbedding(nn.Module):
         return self.lookup(fused, ids + self.field_starts)
 
     def plain_fields(self, batch: Batch) -> torch.Tensor:
+        """`fields` by one lookup per field, for tables that are not plain embeddings (CEL)."""
         columns = [self.tables[t](batch.sparse[:, k]) for k, t in enumerate(self.sparse_tables)]
         if self.scenario is not None:
             columns.append(self.scenario(batch.scenario))
