@@ -41,25 +41,42 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.peer_worker import peak_mib
+from benchmarks.peer_worker import (
+    ATTENTION,
+    BOTTOM,
+    BOTTOM_TOWER,
+    CROSS_LAYERS,
+    DIM,
+    EXPERTS,
+    HIDDEN,
+    MMOE_EXPERT,
+    MULTI_TASK,
+    PLE_EXPERT,
+    PLE_TOWER,
+    SHARED,
+    SPECIFIC,
+    peak_mib,
+)
 from benchmarks.train_speed import DATA_DIR, load_average, measure, synthetic
 from mscbench.config import TrainConfig, build_config, parse_overrides
 from mscbench.train.trainer import configure_threads
 
 PEERS = ("torch-rechub", "deepctr-torch", "fuxictr")  # each has all of SETTINGS' models
-SETTINGS = {"deepfm": {"embedding_dim": 16, "hidden": [128, 64], "dense_in_fm": False},
-            "dcn": {"embedding_dim": 16, "hidden": [128, 64], "cross_layers": 3},
-            "din": {"embedding_dim": 16, "attention_hidden": [80, 40], "hidden": [128, 64]},
-            "shared_bottom": {"embedding_dim": 16, "bottom": [128], "tower": [64]},
-            "mmoe": {"embedding_dim": 16, "num_experts": 4, "expert": [128, 64], "tower": []},
-            "ple": {"embedding_dim": 16, "levels": 1, "specific_experts": 2, "shared_experts": 1,
-                    "expert": [128, 64, 32], "tower": [16]}}
-ONE_SCENARIO = ("shared_bottom", "mmoe", "ple")  # the peers' multi-task models: one scenario is one task
+SETTINGS = {  # mscbench's names for the values the peers are built with (benchmarks/peer_worker.py)
+    "deepfm": {"embedding_dim": DIM, "hidden": HIDDEN, "dense_in_fm": False},
+    "dcn": {"embedding_dim": DIM, "hidden": HIDDEN, "cross_layers": CROSS_LAYERS},
+    "din": {"embedding_dim": DIM, "attention_hidden": ATTENTION, "hidden": HIDDEN},
+    "shared_bottom": {"embedding_dim": DIM, "bottom": BOTTOM, "tower": BOTTOM_TOWER},
+    "mmoe": {"embedding_dim": DIM, "num_experts": EXPERTS, "expert": MMOE_EXPERT, "tower": []},
+    "ple": {"embedding_dim": DIM, "levels": 1, "specific_experts": SPECIFIC, "shared_experts": SHARED,
+            "expert": PLE_EXPERT, "tower": PLE_TOWER},
+}
 WORKER = Path(__file__).with_name("peer_worker.py")
 
 
 def scenarios(model: str) -> int:
-    return 1 if model in ONE_SCENARIO else 5  # 5: the synthetic dataset's default
+    """The peers' multi-task models train on one scenario (one task); the others on the default 5."""
+    return 1 if model in MULTI_TASK else 5
 
 
 def export(train_rows: int, scenario_count: int) -> Path:
