@@ -32,8 +32,8 @@ from mscbench.data.loader import SplitData, load_split
 from mscbench.data.manifest import Manifest
 from mscbench.data.prepare import prepare_synthetic
 from mscbench.eval.metrics import auc
+from mscbench.experiment.execution import count_parameters
 from mscbench.models import build_model
-from mscbench.train.runner import count_parameters
 from mscbench.train.trainer import build_optimizer, configure_threads, predict, seed_everything, train_epoch
 
 MODELS = ("dnn", "shared_bottom", "deepfm", "dcn", "din", "mmoe", "ple")

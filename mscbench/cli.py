@@ -30,12 +30,14 @@ from mscbench.config import TrainConfig, build_config, load_recipe, parse_overri
 from mscbench.data.card import Card, CardReport, check_card_data, load_card, tick_datetime
 from mscbench.data.card_init import draft_card
 from mscbench.data.download import download_card_files
-from mscbench.data.manifest import write_atomic
 from mscbench.data.prepare import list_prepared
 from mscbench.data.sources import default_raw_dir, get_source, prepare_source, source_states
 from mscbench.errors import UserError
+from mscbench.experiment.execution import get_or_run
+from mscbench.experiment.planning import plan_run
+from mscbench.experiment.recipes import plan_recipe, run_plans, run_recipe, stale_runs, with_options
+from mscbench.files import write_atomic
 from mscbench.models.base import REGISTRY, describe_config, get_card
-from mscbench.results.experiment import recipe_dataset, run_plans, run_recipe
 from mscbench.results.plots import pyplot, write_report
 from mscbench.results.regress import (
     DEFAULT_TOLERANCE,
@@ -57,7 +59,6 @@ from mscbench.results.report import (
 )
 from mscbench.results.significance import BOOTSTRAP_ROUNDS
 from mscbench.results.store import RunStore, locate_run
-from mscbench.train.runner import get_or_run, plan_run
 
 app = typer.Typer(
     help="Benchmark multi-scenario recommenders: per-scenario AUC, RelaImpr and significance.",
@@ -69,6 +70,8 @@ errors = Console(stderr=True)
 DataDir = Annotated[Path, typer.Option("--data-dir", envvar="MSCBENCH_DATA_DIR",
                                        help="Where prepared datasets live.")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="MSCBENCH_RUNS_DIR", help="Where runs are stored.")]
+AllowStale = Annotated[bool, typer.Option(help="Reuse stored runs made by other code than the current one "
+                                               "(marked in the table) instead of retraining them.")]
 Settings = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")]
 
 
@@ -265,10 +268,14 @@ def train(
     settings: Settings = None,
     rerun: Annotated[bool, typer.Option(help="Retrain even if this exact run exists.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = True,
+    allow_stale: AllowStale = False,
     data_dir: DataDir = Path("data"),
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Train one model on one dataset, evaluate it and print its per-scenario table.
+
+    Under torchrun (`torchrun --nproc_per_node=2 -m mscbench train ...`) it trains data-parallel, one process
+    per GPU (or CPU process); the first process stores the run and prints the table.
 
     Example: mscbench train shared_bottom --dataset synthetic --epochs 2 --set tower=[32]
     """
@@ -278,8 +285,10 @@ def train(
     plan = plan_run(dataset, model, data_dir, model_values, train_values)
     store = RunStore(runs_dir)
     with progress_bar() as progress:
-        record = get_or_run(plan, store, progress, rerun=rerun, resume=resume)
-    console.print(render_rich(compare_runs([record], base=model)))
+        record = get_or_run(plan, store, progress, rerun=rerun, resume=resume, allow_stale=allow_stale)
+    if record is None:  # another process of a torchrun launch: the first one reports
+        return
+    console.print(render_rich(compare_runs([record], base=model, stale=stale_runs([plan], [record]))))
     summary = record["training"]
     console.print(f"run {plan.run_id} in {store.path(plan.run_id)}: {record['parameters']:,} parameters, "
                   f"{summary['samples_per_second']:,.0f} samples/s, {summary['epochs_run']} epoch(s)")
@@ -302,6 +311,7 @@ def compare(
     output: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write figures and report.html to this directory.")] = None,
     rerun: Annotated[bool, typer.Option(help="Retrain runs that already exist.")] = False,
+    allow_stale: AllowStale = False,
     data_dir: DataDir = Path("data"),
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
@@ -314,24 +324,18 @@ def compare(
     check_output(fmt, by)
     if plot is not None:
         pyplot()  # a missing matplotlib is reported before anything trains
-    spec = load_recipe(recipe) if recipe else None
-    dataset = dataset or (recipe_dataset(spec, data_dir) if spec else "synthetic")
-    names = split_list(models) if models else list(spec.models if spec else [])
-    if not names:
-        raise UserError("name the models to compare: --models dnn,shared_bottom (or --recipe FILE)")
-    base = base or (spec.base if spec else names[0])
-    if base not in names:
-        names.insert(0, base)
-    seed_list = [parse_int(s, "--seeds") for s in split_list(seeds)] if seeds else list(spec.seeds if spec else [0])
-    shared = {**(spec.train if spec else {}), **parse_train_settings(settings),
-              **options(epochs=epochs, batch_size=batch_size, lr=lr)}
-    plans = [plan_run(dataset, name, data_dir, (spec.model.get(name, {}) if spec else {}), {**shared, "seed": seed})
-             for name in names for seed in seed_list]  # every name and setting checked before any training
+    spec = with_options(load_recipe(recipe) if recipe else None, dataset=dataset,
+                        models=split_list(models) if models else None, base=base,
+                        seeds=[parse_int(s, "--seeds") for s in split_list(seeds)] if seeds else None,
+                        train={**parse_train_settings(settings), **options(epochs=epochs, batch_size=batch_size,
+                                                                           lr=lr)})
+    plans = plan_recipe(spec, data_dir)  # every name and setting checked before any training
     store = RunStore(runs_dir)
     with progress_bar() as progress:
-        records = run_plans(plans, store, progress, rerun)
-    comparison = compare_runs(records, base, names, predictions_of=store.predictions_of,
-                              bootstrap_rounds=BOOTSTRAP_ROUNDS if bootstrap else 0)
+        records = run_plans(plans, store, progress, rerun, allow_stale)
+    comparison = compare_runs(records, spec.base, list(spec.models), predictions_of=store.predictions_of,
+                              bootstrap_rounds=BOOTSTRAP_ROUNDS if bootstrap else 0,
+                              stale=stale_runs(plans, records))
     show(comparison, fmt, by, output)
     if plot is not None:
         paths = write_report(comparison, records, {r["run_id"]: store.history(r["run_id"]) for r in records}, plot)
@@ -374,6 +378,7 @@ def regress(
     tolerance: Annotated[float, typer.Option(help="Largest AUC drop that still passes.")] = DEFAULT_TOLERANCE,
     update: Annotated[bool, typer.Option(help="Rewrite the baseline with the current AUCs.")] = False,
     rerun: Annotated[bool, typer.Option(help="Retrain runs that already exist.")] = False,
+    allow_stale: AllowStale = False,
     data_dir: DataDir = Path("data"),
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
@@ -387,7 +392,7 @@ def regress(
     identity = recipe_identity(spec, recipe)
     stored = None if update else check_recipe(load_baseline(baseline), identity, baseline)  # before training
     with progress_bar() as progress:
-        comparison, _ = run_recipe(spec, data_dir, RunStore(runs_dir), progress, rerun)
+        comparison, _ = run_recipe(spec, data_dir, RunStore(runs_dir), progress, rerun, allow_stale)
     if stored is None:
         write_baseline(baseline, baseline_of(comparison, identity))
         console.print(f"wrote baseline {baseline}: {len(comparison.rows)} models x {len(comparison.scopes)} AUCs")

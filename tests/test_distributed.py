@@ -1,42 +1,56 @@
-"""DDP on CPU (gloo): two processes that each take half of every batch end with the same weights, which are
-those of one process taking whole batches, and learn."""
+"""DDP on CPU (gloo) through `mscbench train` as torchrun launches it: two processes that each take half of
+every batch store one run, whose weights are those of one process taking whole batches, and which learned."""
+
+import json
+import os
+import socket
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mscbench.cli import main
 from mscbench.data.loader import load_split
+from mscbench.experiment.planning import plan_run
 from mscbench.models import build_model
-from mscbench.train.distributed import train_shard
-from mscbench.train.runner import plan_run
+from mscbench.results.store import RunStore
 from mscbench.train.trainer import fit
 
 SETTINGS = {"epochs": 1, "batch_size": 1024, "lr": 3e-3, "threads": 1, "device": "cpu"}
 
 
-def train_rank(rank: int, world: int, data_dir, out_dir) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
-    try:
-        model, result = train_shard(plan_run("synthetic", "dnn", data_dir, train_values=SETTINGS))
-        torch.save({"state": model.state_dict(), "history": result.history}, out_dir / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def train_rank(rank: int, world: int, port: int, data_dir, runs_dir) -> None:
+    """One process of the launch, with the environment torchrun gives it."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    settings = [f"--set={key}={json.dumps(value)}" for key, value in SETTINGS.items()]
+    assert main(["train", "dnn", "--data-dir", str(data_dir), "--runs-dir", str(runs_dir), *settings]) == 0
 
 
-def test_two_processes_end_with_the_weights_of_one(data_dir, tmp_path):
-    mp.spawn(train_rank, args=(2, data_dir, tmp_path), nprocs=2)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    for key, value in ranks[0]["state"].items():
-        assert torch.equal(value, ranks[1]["state"][key]), key
-    learned = [[(row["train_loss"], row["valid_auc"]) for row in rank["history"]] for rank in ranks]
-    assert learned[0] == learned[1]  # the loss is summed over both processes' rows
-    epoch = ranks[0]["history"][0]
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_store_one_run_with_the_weights_of_one_process(data_dir, tmp_path):
+    runs = tmp_path / "runs"
+    mp.spawn(train_rank, args=(2, free_port(), data_dir, runs), nprocs=2)
+    store = RunStore(runs)
+    (run_id,) = store.complete_runs()  # the main process wrote the run; the other one nothing
+    assert [p.name for p in runs.iterdir() if not p.name.startswith(".")] == [run_id]
+    record = store.load(run_id)
+    assert record["config"]["processes"] == 2
+    (epoch,) = store.history(run_id)
     assert 0 < epoch["train_loss"] < 0.69 and epoch["valid_auc"] > 0.55  # finite, and below chance loss
+    assert record["metrics"]["overall"]["auc"] > 0.55
+    assert store.predictions(run_id)["prob"].shape == (record["metrics"]["overall"]["rows"],)  # the whole split
 
     plan = plan_run("synthetic", "dnn", data_dir, train_values=SETTINGS)
+    assert plan.run_id != run_id  # one process computes in another order: another run
     splits = {s: load_split(plan.dataset_path, plan.manifest, s) for s in ("train", "valid")}
     torch.manual_seed(plan.train.seed)
     single = build_model("dnn", plan.manifest)
     fit(single, splits["train"], splits["valid"], plan.train, torch.device("cpu"), plan.manifest.num_scenarios)
+    stored = torch.load(store.path(run_id) / "model.pt", weights_only=True)
     for key, value in single.state_dict().items():
-        torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(stored[key], value, rtol=1e-3, atol=1e-4)

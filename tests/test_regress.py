@@ -10,8 +10,8 @@ from mscbench.cli import main
 from mscbench.config import load_recipe
 from mscbench.data.sources.synthetic import SyntheticParams
 from mscbench.errors import UserError
+from mscbench.experiment.recipes import recipe_dataset
 from mscbench.models.base import REGISTRY, get_card
-from mscbench.results.experiment import recipe_dataset
 from mscbench.results.regress import Change
 
 ROOT = Path(__file__).parent.parent

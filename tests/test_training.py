@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from mscbench.data.loader import load_split
+from mscbench.experiment.execution import execute, get_or_run
+from mscbench.experiment.planning import plan_run
 from mscbench.models import REGISTRY, build_model
 from mscbench.results.store import RunStore
-from mscbench.train.runner import execute, get_or_run, plan_run
 from mscbench.train.trainer import TrainingDiverged, fit, predict
 
 FAST = {"epochs": 2, "batch_size": 256, "lr": 3e-3}  # a budget every model, even plain LR, learns in

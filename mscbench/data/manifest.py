@@ -8,10 +8,10 @@ Ids are contiguous integers built from the training split only: 0 is padding, 1 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from mscbench.files import write_atomic
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -107,29 +107,6 @@ def read_manifest(directory: Path) -> Manifest:
         return Manifest.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, KeyError) as error:
         raise ValueError(f"{path} is corrupt ({error}): re-run `mscbench prepare`") from error
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; a shared data dir needs 0644
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

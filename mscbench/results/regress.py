@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mscbench.config import Recipe
-from mscbench.data.manifest import write_atomic
 from mscbench.errors import UserError
+from mscbench.files import write_atomic
 from mscbench.results.report import Comparison
 
 BASELINE_SCHEMA = 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
 
@@ -38,6 +38,7 @@ from mscbench.results.store import OVERALL, scope_metrics
 
 FORMATS = ("table", "md", "csv", "json", "latex", "html")
 ORIENTATIONS = ("model", "scenario")
+STALE_MARK = "‡"  # beside a model whose runs were made by other code than the current one (--allow-stale)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,12 @@ class ModelRow:
     scenario_logloss: dict[str, Cell] = field(default_factory=dict)
     significance: dict[str, Significance] = field(default_factory=dict)  # scope -> against the base
     auc_interval: dict[str, list[float] | None] = field(default_factory=dict)  # scope -> 95% bootstrap
+    stale: bool = False  # some of its runs were made by other code than the current one
+
+    @property
+    def label(self) -> str:
+        """The model's name as the tables print it: marked when a run of it is stale."""
+        return self.model + (STALE_MARK if self.stale else "")
 
     def scope_auc(self, scope: str) -> Cell:
         return self.auc if scope == OVERALL else self.scenario_auc[scope]
@@ -100,11 +107,13 @@ class Comparison:
 
 
 def compare_runs(records: list[dict], base: str, models: list[str] | None = None,
-                 predictions_of: PredictionsOf | None = None, bootstrap_rounds: int = 0) -> Comparison:
+                 predictions_of: PredictionsOf | None = None, bootstrap_rounds: int = 0,
+                 stale: Collection[str] = ()) -> Comparison:
     """Aggregate run records (metrics.json contents) into one comparison against `base`.
 
     With `predictions_of` (record -> its stored test predictions) every model is tested against the base by
     DeLong and, given `bootstrap_rounds`, gets bootstrap intervals; the paired t-test needs only the records.
+    A model with a run in `stale` (run ids made by other code than the current one) is marked.
     """
     if not records:
         raise UserError("no runs to compare")
@@ -122,8 +131,9 @@ def compare_runs(records: list[dict], base: str, models: list[str] | None = None
     scopes = [OVERALL, *scenarios]
     predictions = AlignedPredictions(predictions_of, scenarios) if predictions_of else None
     base_row = aggregate(base, by_model[base], scenarios, None)
-    rows = [tested(aggregate(model, runs, scenarios, base_row), runs, by_model[base], scopes, predictions,
-                   bootstrap_rounds) for model, runs in by_model.items() if runs]
+    rows = [replace(tested(aggregate(model, runs, scenarios, base_row), runs, by_model[base], scopes, predictions,
+                           bootstrap_rounds), stale=any(r["run_id"] in stale for r in runs))
+            for model, runs in by_model.items() if runs]
     oracle = {OVERALL: first["overall"].get("oracle_auc"),
               **{s: first["scenarios"][s].get("oracle_auc") for s in scenarios}}
     return Comparison(
@@ -220,7 +230,7 @@ def by_model(comparison: Comparison) -> Layout:
 
 def model_columns(comparison: Comparison) -> list[Column]:
     columns = [
-        Column("Model", lambda r: r.model),
+        Column("Model", lambda r: r.label),
         Column("AUC", lambda r: auc_text(r, OVERALL), lambda r: r.auc.mean),
         Column("GAUC", lambda r: r.gauc.text(), lambda r: r.gauc.mean),
         Column("LogLoss", lambda r: r.logloss.text(), lambda r: None if r.logloss.mean is None else -r.logloss.mean),
@@ -240,8 +250,8 @@ def by_scenario(comparison: Comparison) -> Layout:
     model, then each other model's RelaImpr; the best model per scenario in bold."""
     others = [row for row in comparison.rows if row.model != comparison.base]
     oracle = ["Oracle AUC"] if comparison.oracle_auc else []
-    header = ["Scenario", "Test rows", "Positives", *oracle, *[row.model for row in comparison.rows],
-              *[f"{row.model} RelaImpr vs {comparison.base}" for row in others]]
+    header = ["Scenario", "Test rows", "Positives", *oracle, *[row.label for row in comparison.rows],
+              *[f"{row.label} RelaImpr vs {comparison.base}" for row in others]]
     first_model = 3 + len(oracle)
     rows, bold = [], set()
     for i, scope in enumerate([*comparison.scenarios, OVERALL]):
@@ -283,6 +293,9 @@ def caption(comparison: Comparison, bold: str) -> str:
                      f"{'/'.join(map(str, delong_seeds))} (the smallest seed both share), p < {ALPHA}.")
     if any(s.paired_p is not None for s in tests):
         parts.append(f"{PAIRED_MARK} AUC above {base} by a paired t-test over the shared seeds, p < {ALPHA}.")
+    if any(row.stale for row in comparison.rows):
+        parts.append(f"{STALE_MARK} Reused runs made by other code than the current one (--allow-stale): "
+                     "retrain them for numbers of the current code.")
     if comparison.bootstrap_rounds:
         parts.append(f"[low, high]: 95% percentile bootstrap interval of the AUC of each model's smallest seed "
                      f"({comparison.bootstrap_rounds} resamples).")
@@ -341,7 +354,7 @@ def to_latex(comparison: Comparison, by: str = "model") -> str:
 def latex_escape(text: str) -> str:
     for char in "&%$#_":
         text = text.replace(char, "\\" + char)
-    return text.replace("±", "$\\pm$").replace(PAIRED_MARK, "$^\\dagger$")
+    return text.replace("±", "$\\pm$").replace(PAIRED_MARK, "$^\\dagger$").replace(STALE_MARK, "$^\\ddagger$")
 
 
 def to_html(comparison: Comparison, by: str = "model") -> str:

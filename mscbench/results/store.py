@@ -6,16 +6,20 @@ read runs and reuse a complete run for the same resolved config and seed instead
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mscbench.data.manifest import write_atomic
 from mscbench.errors import UserError
+from mscbench.files import write_atomic
 
 METRICS_SCHEMA = 1
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE = "config.toml", "metrics.json", "history.jsonl"
@@ -39,12 +43,32 @@ class RunStore:
         directory = self.path(run_id)
         if directory.exists() and not resume:
             shutil.rmtree(directory)
+        self.make(directory)
+        write_atomic(directory / CONFIG_FILE, to_toml(resolved))
+        return directory
+
+    def make(self, directory: Path) -> None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"cannot write runs to {self.root} ({error.strerror}): pass a writable --runs-dir")
-        write_atomic(directory / CONFIG_FILE, to_toml(resolved))
-        return directory
+
+    @contextmanager
+    def lock(self, run_id: str, say: Callable[[str], None]) -> Iterator[None]:
+        """Hold `run_id`'s lock while the block runs: one process trains a run at a time, and another one
+        waits (after `say` tells by whom) to find the run complete. The kernel drops a dead holder's lock."""
+        self.make(self.root)
+        with open(self.root / f".{run_id}.lock", "a+") as handle:  # its text: the holder's process id
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                say(f"waiting for run {run_id} (being trained by process {handle.read().strip() or '?'})")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield  # closing the file releases the lock
 
     def finish(self, run_id: str, metrics: dict, history: list[dict], model_state: dict,
                predictions: dict[str, np.ndarray]) -> None:

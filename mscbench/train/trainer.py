@@ -53,7 +53,12 @@ def configure_threads(config: TrainConfig) -> None:
     digits of every metric) depends on it. On a machine other work keeps busy, `threads = 1` runs several
     times faster (benchmarks/README.md, "Threads").
     """
-    torch.set_num_threads(config.threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(resolved_threads(config))
+
+
+def resolved_threads(config: TrainConfig) -> int:
+    """The thread count `configure_threads` sets: part of a run's identity, as it moves the last digits."""
+    return config.threads or len(os.sched_getaffinity(0))
 
 
 def autocast(device: torch.device, amp: bool) -> torch.autocast:

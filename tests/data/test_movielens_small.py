@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from mscbench.data.sources import prepare_source
+from mscbench.experiment.execution import execute
+from mscbench.experiment.planning import plan_run
 from mscbench.results.store import RunStore
-from mscbench.train.runner import execute, plan_run
 
 RAW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "movielens-ml-latest-small"
 pytestmark = pytest.mark.skipif(not (RAW / "ratings.csv").is_file(), reason=f"{RAW} is absent")

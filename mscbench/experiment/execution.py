@@ -1,0 +1,193 @@
+"""Executing a planned run: reuse it from the run store, or train, evaluate and store it.
+
+Protocols: `joint` trains one model on every scenario's data; `individual` trains a fresh model per
+scenario on that scenario's data alone (SAML Table III's "-Individual" rows) and pools their predictions.
+Under torchrun every process trains its share of each batch (train/distributed.py); the main process alone
+takes the run's lock, predicts the whole test split, evaluates it and writes the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import time
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars
+import torch
+from rich.progress import Progress
+
+import mscbench
+from mscbench.data.loader import SplitData, load_split
+from mscbench.eval.metrics import evaluate_predictions
+from mscbench.experiment.planning import PlannedRun
+from mscbench.models.base import build_model
+from mscbench.results.store import CHECKPOINT_FILE, RunStore
+from mscbench.train.distributed import (
+    data_parallel,
+    from_main_process,
+    is_main_process,
+    process_device,
+    process_group,
+    rank,
+    world_size,
+)
+from mscbench.train.trainer import FitResult, Prediction, choose_device, fit, predict, seed_everything
+
+MISSING, COMPLETE, STALE = "missing", "complete", "stale"  # a run's state in the store, against its plan
+
+
+def get_or_run(plan: PlannedRun, store: RunStore, progress: Progress | None = None, rerun: bool = False,
+               resume: bool = True, allow_stale: bool = False) -> dict | None:
+    """The run's record, training it only when the store has no complete run made by the current code
+    (`allow_stale` reuses one made by other code) or `rerun` is asked. One line says which.
+
+    While another process trains the same run, this one waits for it, then reuses its run. Under torchrun
+    the record is returned in the main process; the others return None.
+    """
+    say = progress.console.print if progress is not None and is_main_process() else ignore
+    described = f"{plan.model} (seed {plan.train.seed})"
+    with process_group(process_device(choose_device(plan.train.device))), \
+            store.lock(plan.run_id, say) if is_main_process() else nullcontext():
+        state = MISSING if rerun else from_main_process(run_state(plan, store))  # a broken run is rerun too
+        if state == COMPLETE or (state == STALE and allow_stale):
+            say(f"reusing {described}" + (", a stale run made by other code (--allow-stale)"
+                                          if state == STALE else ""))
+            return store.load(plan.run_id) if is_main_process() else None
+        if state == STALE:
+            say(f"retraining {described}: its stored run {plan.run_id} was made by other code "
+                "(--allow-stale keeps it)")
+        else:
+            say(f"training {described}")
+        fresh = rerun or state == STALE  # nothing of another code's run is resumed
+        return execute(plan, store, progress if is_main_process() else None, resume=resume and not fresh)
+
+
+def ignore(message: str) -> None:
+    """Where no one is told: without a progress display, and in the other processes of a launch."""
+
+
+def run_state(plan: PlannedRun, store: RunStore) -> str:
+    if not store.is_complete(plan.run_id):
+        return MISSING
+    return STALE if is_stale(store.load(plan.run_id), plan) else COMPLETE
+
+
+def is_stale(record: dict, plan: PlannedRun) -> bool:
+    """Was this run of `plan` made by other code than the current one?"""
+    return record.get("code") != plan.code
+
+
+def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None, resume: bool = False) -> dict | None:
+    """Train, evaluate and store the run (the main process writes; under torchrun the others return None)."""
+    main = is_main_process()
+    directory = store.begin(plan.run_id, plan.resolved, resume=resume) if main else None
+    device = process_device(choose_device(plan.train.device))
+    splits = {split: load_split(plan.dataset_path, plan.manifest, split) for split in ("train", "valid", "test")}
+    started = time.perf_counter()
+    if plan.train.protocol == "joint":
+        model, fit_result = train_model(plan, splits, device, directory, CHECKPOINT_FILE, progress)
+        fits = {"all": fit_result}
+        prediction = predict_test(plan, model, splits["test"], device) if main else None
+        model_state, parameters = model.state_dict(), count_parameters(model)
+    else:
+        model_state, fits, prediction, parameters = run_individual(plan, splits, device, directory, progress)
+    if not main:
+        return None
+    seconds = time.perf_counter() - started
+    test = splits["test"]
+    metrics = evaluate_predictions(
+        test.label.numpy(), prediction.prob, test.scenario.numpy(), plan.manifest.scenario.names,
+        user=None if test.user is None else test.user.numpy(),
+        oracle=None if test.oracle is None else test.oracle,
+    )
+    record = {
+        "run_id": plan.run_id, "model": plan.model, "seed": plan.train.seed, "protocol": plan.train.protocol,
+        "dataset": plan.resolved["dataset"], "config": plan.resolved, "code": plan.code, "metrics": metrics,
+        "extras": prediction.extras, "parameters": parameters,
+        "training": training_summary(fits, seconds), "device": str(device), "environment": environment(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    history = [{**row, "scenario": scenario} for scenario, fit_result in fits.items() for row in fit_result.history]
+    predictions = {"prob": prediction.prob.astype(np.float32), "label": test.label.numpy(),
+                   "scenario": test.scenario.numpy()}
+    store.finish(plan.run_id, record, history, model_state, predictions)
+    return store.load(plan.run_id)  # exactly what a later reuse of this run will read
+
+
+def train_model(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, directory: Path | None,
+                checkpoint: str, progress: Progress | None) -> tuple[torch.nn.Module, FitResult]:
+    """A fresh model of the plan trained on `splits` (data-parallel under torchrun, without a checkpoint)."""
+    seed_everything(plan.train.seed)
+    model = build_model(plan.model, plan.manifest, dataclasses.asdict(plan.model_config))
+    n = plan.manifest.num_scenarios
+    if world_size() > 1:
+        parallel = data_parallel(model, device, plan.train)
+        result = fit(parallel, splits["train"], splits["valid"], plan.train, device, n, progress=progress,
+                     shard=(rank(), world_size()))
+    else:
+        result = fit(model, splits["train"], splits["valid"], plan.train, device, n, directory / checkpoint,
+                     progress)
+    return model, result
+
+
+def predict_test(plan: PlannedRun, model: torch.nn.Module, test: SplitData, device: torch.device) -> Prediction:
+    return predict(model, test, plan.train.eval_batch_size, device, plan.manifest.num_scenarios, plan.train.amp)
+
+
+def run_individual(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, directory: Path | None,
+                   progress: Progress | None):
+    """One model per scenario, trained and evaluated on that scenario's rows alone."""
+    test = splits["test"]
+    prob = np.full(len(test), np.nan)
+    fits, states, parameters = {}, {}, 0
+    for scenario, name in enumerate(plan.manifest.scenario.names):
+        own = {split: data.select(data.scenario == scenario) for split, data in splits.items()}
+        if len(own["train"]) == 0 or len(own["test"]) == 0:
+            continue
+        checkpoint = f"checkpoint-{scenario}.pt"
+        model, fits[name] = train_model(plan, own, device, directory, checkpoint, progress)
+        if directory is None:  # a process of a launch other than the main one: it predicts nothing
+            continue
+        prob[(test.scenario == scenario).numpy()] = predict_test(plan, model, own["test"], device).prob
+        states.update({f"{scenario}.{key}": value for key, value in model.state_dict().items()})
+        parameters += count_parameters(model)
+        (directory / checkpoint).unlink(missing_ok=True)
+    untrained = np.isnan(prob)
+    prob[untrained] = 0.5  # a scenario with no training rows gets no model: a constant, AUC exactly 0.5
+    return states, fits, Prediction(prob), parameters
+
+
+def training_summary(fits: dict[str, FitResult], seconds: float) -> dict:
+    trained = sum(len(f.history) for f in fits.values())
+    samples = sum(f.samples_per_second * f.train_seconds for f in fits.values())
+    train_seconds = sum(f.train_seconds for f in fits.values())
+    return {
+        "best_epoch": {name: f.best_epoch for name, f in fits.items()},
+        "best_valid_auc": {name: f.best_valid_auc for name, f in fits.items()},
+        "epochs_run": trained, "train_seconds": train_seconds,
+        "samples_per_second": samples / max(train_seconds, 1e-9), "total_seconds": seconds,
+    }
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def environment() -> dict:
+    return {"mscbench": mscbench.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "polars": polars.__version__, "numpy": np.__version__, "git_revision": git_revision()}
+
+
+def git_revision() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                check=False, cwd=Path(__file__).parent)  # outside a checkout: no revision
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+

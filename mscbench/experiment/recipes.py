@@ -1,0 +1,78 @@
+"""Experiments from recipes: a recipe with command-line choices over it, its dataset (made first when the
+recipe says how), every model x seed planned, trained or reused, and the runs read back as one comparison.
+`compare` and `regress` plan through `plan_recipe`, the one planner."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from rich.progress import Progress
+
+from mscbench.config import Recipe, build_config
+from mscbench.data.prepare import prepare_synthetic
+from mscbench.data.sources.synthetic import SyntheticParams
+from mscbench.errors import UserError
+from mscbench.experiment.execution import get_or_run, is_stale
+from mscbench.experiment.planning import PlannedRun, plan_run
+from mscbench.results.report import Comparison, compare_runs
+from mscbench.results.store import RunStore
+
+
+def with_options(recipe: Recipe | None, dataset: str | None = None, models: list[str] | None = None,
+                 base: str | None = None, seeds: list[int] | None = None, train: dict | None = None) -> Recipe:
+    """`recipe` with the choices given over it (without a recipe: the choices, and defaults for the rest).
+
+    A dataset given replaces the recipe's with its [prepare] table; training settings are merged over the
+    recipe's; a base that is not among the models is added first.
+    """
+    recipe = recipe or Recipe(dataset="synthetic", models=(), base="")
+    names = list(models or recipe.models)
+    if not names:
+        raise UserError("name the models to compare: --models dnn,shared_bottom (or --recipe FILE)")
+    base = base or recipe.base or names[0]
+    if base not in names:
+        names.insert(0, base)
+    prepare = recipe.prepare if dataset is None else {}
+    return dataclasses.replace(recipe, dataset=dataset or recipe.dataset, models=tuple(names), base=base,
+                               seeds=tuple(seeds or recipe.seeds), train={**recipe.train, **(train or {})},
+                               prepare=prepare)
+
+
+def recipe_dataset(recipe: Recipe, data_dir: Path) -> str:
+    """The recipe's dataset; with a `[prepare]` table, the synthetic data it describes, made if missing."""
+    if not recipe.prepare:
+        return recipe.dataset
+    name = recipe.dataset.partition("/")[0]
+    if name != "synthetic":
+        raise UserError(f"a recipe's [prepare] table makes synthetic data only: run `mscbench prepare {name}` "
+                        "yourself and drop [prepare]")
+    params = build_config(SyntheticParams, recipe.prepare, owner="recipe [prepare]")
+    result = prepare_synthetic(data_dir, rows=params.rows, scenarios=params.scenarios, seed=params.seed)
+    return f"{result.manifest.name}/{result.manifest.variant}"
+
+
+def plan_recipe(recipe: Recipe, data_dir: Path) -> list[PlannedRun]:
+    """Every model x seed of the recipe, each name and setting checked before anything trains."""
+    dataset = recipe_dataset(recipe, data_dir)
+    return [plan_run(dataset, model, data_dir, recipe.model.get(model, {}), {**recipe.train, "seed": seed})
+            for model in recipe.models for seed in recipe.seeds]
+
+
+def run_plans(plans: list[PlannedRun], store: RunStore, progress: Progress, rerun: bool = False,
+              allow_stale: bool = False) -> list[dict]:
+    """Each plan's record: a complete run is reused, anything else is trained (one line says which)."""
+    return [get_or_run(plan, store, progress, rerun=rerun, allow_stale=allow_stale) for plan in plans]
+
+
+def stale_runs(plans: list[PlannedRun], records: list[dict]) -> set[str]:
+    """The ids of the runs (reused with --allow-stale) that other code than the current one made."""
+    return {plan.run_id for plan, record in zip(plans, records, strict=True) if is_stale(record, plan)}
+
+
+def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progress, rerun: bool = False,
+               allow_stale: bool = False) -> tuple[Comparison, list[dict]]:
+    """The recipe's comparison (paired t-test across seeds only; `compare` adds DeLong) and its runs."""
+    plans = plan_recipe(recipe, data_dir)
+    records = run_plans(plans, store, progress, rerun, allow_stale)
+    return compare_runs(records, recipe.base, list(recipe.models), stale=stale_runs(plans, records)), records
