@@ -1,5 +1,7 @@
 # The two commands a new user runs: `make demo` (main job) and `make test` (test suite).
 PYTHON ?= python3
+# `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu`: torch's CPU build (PyPI's Linux torch is CUDA's)
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -8,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -26,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 import mscbench.models  # noqa: F401  (registers the zoo)
+from mscbench import __version__
 from mscbench.config import TrainConfig, build_config, load_recipe, parse_overrides, split_overrides
 from mscbench.data.card import Card, CardReport, check_card_data, load_card, tick_datetime
 from mscbench.data.card_init import draft_card
@@ -37,7 +39,7 @@ from mscbench.experiment.execution import get_or_run
 from mscbench.experiment.planning import plan_run
 from mscbench.experiment.recipes import plan_recipe, run_plans, run_recipe, stale_runs, with_options
 from mscbench.files import write_atomic
-from mscbench.models.base import REGISTRY, describe_config, get_card
+from mscbench.models.base import REGISTRY, ModelCard, describe_config, get_card
 from mscbench.results.plots import pyplot, write_report
 from mscbench.results.regress import (
     DEFAULT_TOLERANCE,
@@ -73,6 +75,21 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="MSCBENCH_RUNS_DIR",
 AllowStale = Annotated[bool, typer.Option(help="Reuse stored runs made by other code than the current one "
                                                "(marked in the table) instead of retraining them.")]
 Settings = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")]
+
+
+def print_version(asked: bool) -> None:
+    if asked:
+        cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+        console.print(f"mscbench {__version__} (torch {torch.__version__}, {cuda})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True,
+                                          help="Print mscbench's version (and torch's) and exit.")] = False,
+) -> None:
+    """Benchmark multi-scenario recommenders: per-scenario AUC, RelaImpr and significance."""
 
 
 class SpeedColumn(ProgressColumn):
@@ -218,35 +235,51 @@ def card_table(card: Card, report: CardReport) -> Table:
 
 
 @app.command()
-def models(name: Annotated[str | None, typer.Argument(help="Show one model in full.")] = None) -> None:
-    """List the model zoo, or one model with its hyperparameters and their defaults.
+def models(
+    name: Annotated[str | None, typer.Argument(help="Show one model with its hyperparameters.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text (one line per model) or json.")] = "text",
+) -> None:
+    """List the model zoo, one line per model (name, year, description), or one model with its
+    hyperparameters and their defaults.
 
-    Example: mscbench models saml
+    Examples: mscbench models | grep saml
+              mscbench models saml
+              mscbench models --format json
     """
-    if name is not None:
-        show_model(name)
-        return
-    table = Table(title="Model zoo", title_justify="left")
-    for column in ("model", "description", "paper", "year", "hyperparameters"):
-        table.add_column(column)
-    for card in sorted(REGISTRY.values(), key=lambda c: c.name):
-        settings = ", ".join(f"{k}={v}" for k, v in describe_config(card).items())
-        table.add_row(card.name, card.description, card.paper, str(card.year), settings)
-    console.print(table)
+    if fmt not in ("text", "json"):
+        raise UserError(f"--format takes text or json, not {fmt!r}")
+    cards = [get_card(name)] if name is not None else sorted(REGISTRY.values(), key=lambda c: c.name)
+    if fmt == "json":
+        described = [describe_model(card) for card in cards]
+        console.print_json(data=described[0] if name is not None else described)
+    elif name is not None:
+        show_model(cards[0])
+    else:  # plain lines, never cut or wrapped: readable in any terminal, and `grep` finds every name
+        width = max(len(card.name) for card in cards)
+        for card in cards:
+            console.print(f"{card.name:<{width}}  {card.year}  {card.description}", markup=False,
+                          highlight=False, soft_wrap=True)
 
 
-def show_model(name: str) -> None:
-    card = get_card(name)
+def describe_model(card: ModelCard) -> dict:
+    """A model as plain data: what `mscbench models --format json` prints."""
+    comments = field_comments(card.config)
+    return {"name": card.name, "year": card.year, "paper": card.paper, "description": card.description,
+            "needs_sequence": card.needs_sequence, "multi_scenario": card.multi_scenario,
+            "hyperparameters": [{"key": key, "default": value, "meaning": comments.get(key, "")}
+                                for key, value in describe_config(card).items()]}
+
+
+def show_model(card: ModelCard) -> None:
     console.print(f"[bold]{card.name}[/bold]: {card.description}\n{card.paper}, {card.year}")
     needs = ["a behaviour sequence"] if card.needs_sequence else []
     console.print(f"Needs: {', '.join(needs) or 'sparse and dense features'}; "
                   f"scenario-specific parameters: {'yes' if card.multi_scenario else 'no'}")
     table = Table(title="Hyperparameters (--set key=value)", title_justify="left")
     for column in ("key", "default", "meaning"):
-        table.add_column(column)
-    comments = field_comments(card.config)
-    for key, value in describe_config(card).items():
-        table.add_row(key, str(value), comments.get(key, ""))
+        table.add_column(column, overflow="fold")
+    for setting in describe_model(card)["hyperparameters"]:
+        table.add_row(setting["key"], str(setting["default"]), setting["meaning"])
     console.print(table)
 
 

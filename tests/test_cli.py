@@ -1,10 +1,15 @@
 """The command line end to end, in process: commands that work, and bad input that gets one clear line."""
 
+import json
+
 import pytest
+import torch
 from rich.console import Console
 
+import mscbench
 from mscbench import cli as cli_module
 from mscbench.cli import main
+from mscbench.models import REGISTRY
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +45,39 @@ def test_models_lists_the_zoo_and_shows_one(capsys):
     assert code == 0 and "shared_bottom" in out
     code, out, _ = cli(capsys, "models", "dnn")
     assert code == 0 and "hidden" in out and "MLP layer widths" in out
+
+
+def test_models_prints_one_whole_line_per_model_on_a_narrow_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(cli_module, "console", Console(width=80))
+    code, out, _ = cli(capsys, "models")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == len(REGISTRY)  # nothing wrapped, nothing cut
+    line = next(line for line in lines if line.split()[0] == "saml_no_gate_mut")  # what `| grep` finds
+    assert line.split()[1] == "2020" and REGISTRY["saml_no_gate_mut"].description in line
+
+
+def test_models_as_json(capsys):
+    code, out, _ = cli(capsys, "models", "--format", "json")
+    zoo = json.loads(out)
+    assert code == 0 and [model["name"] for model in zoo] == sorted(REGISTRY)
+    code, out, _ = cli(capsys, "models", "dnn", "--format", "json")
+    dnn = json.loads(out)
+    assert dnn["name"] == "dnn" and {"key": "hidden", "default": [128, 64, 32],
+                                     "meaning": "MLP layer widths"} in dnn["hyperparameters"]
+
+
+def test_version_names_mscbench_and_its_torch(capsys):
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.startswith(f"mscbench {mscbench.__version__} (torch {torch.__version__}, ")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99", *([] if torch.cuda.is_available() else ["cuda"])])
+def test_an_unusable_device_is_one_line_and_leaves_no_run_folder(device, data_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code, _, err = cli(capsys, "train", "dnn", "--data-dir", str(data_dir), "--runs-dir", str(runs),
+                       "--set", f"device={device}")
+    assert code == 2 and f"device {device!r}" in err and len(err.strip().splitlines()) == 1
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 @pytest.mark.parametrize("args, message", [

@@ -22,7 +22,7 @@ from mscbench.data.manifest import Manifest, read_manifest
 from mscbench.data.prepare import find_prepared
 from mscbench.models.base import REGISTRY, ModelCard, get_card
 from mscbench.train.distributed import world_size
-from mscbench.train.trainer import resolved_threads
+from mscbench.train.trainer import choose_device, resolved_threads
 
 # Settings that change how fast a run goes, not what it computes: left out of the run's identity.
 # `threads` is in it, resolved (0 = one per core): the thread count sets the summation order inside torch's
@@ -55,6 +55,7 @@ def plan_run(dataset: str, model: str, data_dir: Path, model_values: dict | None
     card = get_card(model)
     model_config = card.make_config(model_values)
     train = build_config(TrainConfig, train_values or {}, owner="training")
+    choose_device(train.device)  # a device this machine lacks fails here, before any run folder exists
     train = dataclasses.replace(train, threads=resolved_threads(train))
     dataset_path = find_prepared(data_dir, dataset)
     manifest = read_manifest(dataset_path)

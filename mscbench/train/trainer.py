@@ -41,9 +41,19 @@ class FitResult:
 
 
 def choose_device(name: str = "auto") -> torch.device:
+    """The device `name` says ("auto": CUDA when available); one this torch cannot use is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is not a device name: use auto, cpu, cuda or cuda:N") from None
+    try:
+        torch.empty(0, device=device)  # a CPU-only build, a missing GPU or a bad index fails here, not mid-run
+    except (RuntimeError, AssertionError) as error:
+        raise ConfigError(f"device {name!r} is not usable here ({str(error).splitlines()[0].rstrip('.')}): "
+                          f"set device to auto or cpu") from None
+    return device
 
 
 def configure_threads(config: TrainConfig) -> None:
@@ -173,6 +183,7 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
              "history": [], "train_seconds": 0.0, "trained_samples": 0, "step": 0}
     if checkpoint is not None and checkpoint.exists():
         state = restore(checkpoint, model, optimizer)
+        say(progress, f"resuming run {checkpoint.parent.name} after epoch {state['epoch']} of {config.epochs}")
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
@@ -185,6 +196,8 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
                   "valid_logloss": logloss(valid.label.numpy(), valid_prob), "train_seconds": seconds,
                   "samples_per_second": len(train) / seconds}
         state["history"].append(record)
+        if progress is not None and not progress.console.is_terminal:  # a log gets the line a bar would show
+            say(progress, epoch_line(record, config.epochs))
         state["train_seconds"] += seconds
         state["trained_samples"] += len(train)
         improved = state["best_model"] is None or (valid_auc or 0.0) > (state["best_valid_auc"] or 0.0)
@@ -199,6 +212,18 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
     model.load_state_dict(state["best_model"])
     return FitResult(state["best_epoch"], state["best_valid_auc"], state["history"], state["train_seconds"],
                      state["trained_samples"] / max(state["train_seconds"], 1e-9))
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    valid_auc = "n/a" if record["valid_auc"] is None else f"{record['valid_auc']:.4f}"
+    return (f"epoch {record['epoch']} of {epochs}: train loss {record['train_loss']:.4f}, valid AUC {valid_auc}, "
+            f"{record['train_seconds']:.0f} s ({record['samples_per_second']:,.0f} samples/s)")
+
+
+def say(progress: Progress | None, message: str) -> None:
+    """One line above the bars (they stay at the bottom of a terminal)."""
+    if progress is not None:
+        progress.console.print(message, highlight=False)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, data: SplitData,
