@@ -40,7 +40,7 @@ class TrainConfig:
     # moments of) only the rows a batch uses; plain Adam also keeps moving rows by their old momentum and
     # costs a pass over every table per step. Dense parameters get Adam either way.
     optimizer: Literal["adam", "lazy_adam"] = "adam"
-    threads: int = 0  # CPU threads of torch's operators; 0 = one per core (set 1 on a busy machine)
+    threads: int = 0  # CPU threads of torch's operators; 0 = one per core, or 1 on a machine busy at start
     amp: bool = False  # bf16 autocast of forward passes on CUDA; on CPU it is refused (an error says so)
 
     def __post_init__(self) -> None:

@@ -1,15 +1,19 @@
-"""What a person watching a run sees: a line per finished epoch in a log, a line when a run resumes."""
+"""What a person watching a run sees: a line per finished epoch in a log, a line when a run resumes, a
+notice when a busy machine makes training take one thread."""
 
 import io
+import os
 
+import pytest
 import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from mscbench.config import TrainConfig
 from mscbench.data.loader import load_split
 from mscbench.experiment.planning import plan_run
 from mscbench.models import build_model
-from mscbench.train.trainer import fit
+from mscbench.train.trainer import busy_at_start, fit, resolved_threads
 
 
 def fit_dnn(data_dir, checkpoint, epochs: int, terminal: bool) -> str:
@@ -36,3 +40,27 @@ def test_a_log_gets_one_line_per_epoch_and_a_resume_says_where_it_continues(data
 
 def test_a_terminal_gets_the_bar_not_the_epoch_lines(data_dir):
     assert "train loss" not in fit_dnn(data_dir, None, epochs=1, terminal=True)
+
+
+@pytest.fixture
+def four_cores(monkeypatch):
+    """A 4-core machine whose load average the test sets; the once-per-process reading is forgotten."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    busy_at_start.cache_clear()
+    yield lambda load: monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    busy_at_start.cache_clear()
+
+
+def test_a_busy_machine_gets_one_thread_and_a_notice(four_cores, capsys):
+    four_cores(6.5)
+    assert resolved_threads(TrainConfig()) == 1
+    assert resolved_threads(TrainConfig()) == 1  # decided once: one notice
+    notice = capsys.readouterr().err
+    assert notice == "notice: the load average (6.5) is above the 4 cores, so training uses 1 thread " \
+                     "(--set threads=N to choose)\n"
+    assert resolved_threads(TrainConfig(threads=3)) == 3  # a count asked for is kept
+
+
+def test_an_idle_machine_gets_one_thread_per_core_silently(four_cores, capsys):
+    four_cores(3.9)
+    assert resolved_threads(TrainConfig()) == 4 and capsys.readouterr().err == ""

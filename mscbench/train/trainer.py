@@ -3,8 +3,10 @@ deterministic seeding, a checkpoint after every epoch and resume from it."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,18 +59,32 @@ def choose_device(name: str = "auto") -> torch.device:
 
 
 def configure_threads(config: TrainConfig) -> None:
-    """Set torch's CPU thread count: `config.threads`, or with 0 one per core this process may use.
-
-    The count is fixed by the machine, not by its momentary load, because summation order (so the last
-    digits of every metric) depends on it. On a machine other work keeps busy, `threads = 1` runs several
-    times faster (benchmarks/README.md, "Threads").
-    """
+    """Set torch's CPU thread count to `resolved_threads(config)`."""
     torch.set_num_threads(resolved_threads(config))
 
 
 def resolved_threads(config: TrainConfig) -> int:
-    """The thread count `configure_threads` sets: part of a run's identity, as it moves the last digits."""
-    return config.threads or len(os.sched_getaffinity(0))
+    """`config.threads`, or with 0 one per core this process may use, or 1 when the machine was already
+    oversubscribed when this process first asked (`busy_at_start`).
+
+    Summation order (so the last digits of every metric) depends on the count, so it is part of a run's
+    identity (experiment/planning.py) and decided once per process, not by the load of the moment. On a machine other work keeps busy, one thread runs several times
+    faster than one per core (benchmarks/README.md, "Threads").
+    """
+    if config.threads:
+        return config.threads
+    cores = len(os.sched_getaffinity(0))
+    return 1 if cores > 1 and busy_at_start(cores) else cores
+
+
+@functools.cache
+def busy_at_start(cores: int) -> bool:
+    """Whether the 1-minute load average is above `cores`; read once per process, said in one line if so."""
+    load = os.getloadavg()[0]
+    if load > cores:
+        print(f"notice: the load average ({load:.1f}) is above the {cores} cores, so training uses 1 thread "
+              f"(--set threads=N to choose)", file=sys.stderr)
+    return load > cores
 
 
 def autocast(device: torch.device, amp: bool) -> torch.autocast:
