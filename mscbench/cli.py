@@ -55,9 +55,9 @@ from mscbench.results.report import (
     ORIENTATIONS,
     Comparison,
     compare_runs,
+    fitted_tables,
     number,
     render,
-    render_rich,
 )
 from mscbench.results.significance import BOOTSTRAP_ROUNDS
 from mscbench.results.store import RunStore, locate_run
@@ -321,7 +321,7 @@ def train(
         record = get_or_run(plan, store, progress, rerun=rerun, resume=resume, allow_stale=allow_stale)
     if record is None:  # another process of a torchrun launch: the first one reports
         return
-    console.print(render_rich(compare_runs([record], base=model, stale=stale_runs([plan], [record]))))
+    print_tables(compare_runs([record], base=model, stale=stale_runs([plan], [record])))
     summary = record["training"]
     console.print(f"run {plan.run_id} in {store.path(plan.run_id)}: {record['parameters']:,} parameters, "
                   f"{summary['samples_per_second']:,.0f} samples/s, {summary['epochs_run']} epoch(s)")
@@ -455,7 +455,7 @@ def check_output(fmt: str, by: str) -> None:
 def show(comparison: Comparison, fmt: str, by: str, output: Path | None) -> None:
     """The table on the terminal (rich), or as text in `fmt` printed or written to `output`."""
     if fmt == "table" and output is None:
-        console.print(render_rich(comparison, by))
+        print_tables(comparison, by)
         return
     text = render(comparison, "md" if fmt == "table" else fmt, by)
     if output is None:
@@ -466,6 +466,12 @@ def show(comparison: Comparison, fmt: str, by: str, output: Path | None) -> None
     except OSError as error:
         raise UserError(f"cannot write {output} ({error.strerror or error}): pass another --output") from None
     console.print(f"wrote {output}")
+
+
+def print_tables(comparison: Comparison, by: str = "model") -> None:
+    """The table on the terminal, in as many blocks as its width needs: a number is never cut."""
+    for table in fitted_tables(comparison, by, console.width):
+        console.print(table)
 
 
 def parse_train_settings(settings: list[str] | None) -> dict:

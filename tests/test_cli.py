@@ -98,3 +98,15 @@ def test_unwritable_data_directory_is_a_clear_error(tmp_path, capsys):
     blocked.write_text("not a directory")
     code, _, err = cli(capsys, "prepare", "synthetic", "--rows", "2000", "--data-dir", str(blocked / "data"))
     assert code == 2 and "error:" in err
+
+
+def test_train_and_compare_tables_fit_80_and_120_columns_without_cutting_a_number(data_dir, tmp_path,
+                                                                                 monkeypatch, capsys):
+    where = ["--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"), "--epochs", "1"]
+    for width in (80, 120):
+        monkeypatch.setattr(cli_module, "console", Console(width=width))
+        code, trained, _ = cli(capsys, "train", "dnn", *where)
+        code_compared, compared, _ = cli(capsys, "compare", "--models", "dnn,shared_bottom", *where)
+        assert code == code_compared == 0
+        for out in (trained, compared):
+            assert "…" not in out and "0.7" in out and max(map(len, out.splitlines())) <= width

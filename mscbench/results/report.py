@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
 
 import numpy as np
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -319,13 +320,73 @@ def drawn(table: Layout, escape: Callable[[str], str], strong: Callable[[str], s
 
 
 def render_rich(comparison: Comparison, by: str = "model") -> Table:
+    """The whole table, as wide as it needs to be."""
     table = layout(comparison, by)
-    rich_table = Table(title=table.caption, title_justify="left")
+    return rich_table(table, natural_widths(table))
+
+
+def fitted_tables(comparison: Comparison, by: str, width: int) -> list[Table]:
+    """The comparison as tables no wider than `width` with every number whole (headers wrap at spaces): of
+    the `by` orientation and the other one, the one that fits in the fewest blocks of columns, each block
+    repeating the row names and only the first carrying the caption."""
+    other = next(orientation for orientation in ORIENTATIONS if orientation != by)
+    blocks = min((column_blocks(layout(comparison, way), width) for way in (by, other)), key=len)
+    return [rich_table(block, fitted_widths(block, width)) for block in blocks]
+
+
+def rich_table(table: Layout, widths: list[int]) -> Table:
+    drawn_table = Table(title=Text(table.caption) if table.caption else None, title_justify="left")  # no markup
     for j, name in enumerate(table.header):
-        rich_table.add_column(name, justify="left" if j == 0 else "right")
+        drawn_table.add_column(name, justify="left" if j == 0 else "right", width=widths[j])
     for i, row in enumerate(table.rows):
-        rich_table.add_row(*(Text(text, style="bold" if (i, j) in table.bold else "") for j, text in enumerate(row)))
-    return rich_table
+        drawn_table.add_row(*(Text(text, style="bold" if (i, j) in table.bold else "") for j, text in enumerate(row)))
+    return drawn_table
+
+
+def natural_widths(table: Layout) -> list[int]:
+    """Each column's width with no cell wrapped."""
+    return [max(cell_len(text) for text in [name, *(row[j] for row in table.rows)])
+            for j, name in enumerate(table.header)]
+
+
+def least_widths(table: Layout) -> list[int]:
+    """Each column's width with every number whole: the headers, and the row names, wrap at spaces."""
+    def least(j: int, name: str) -> int:
+        cells = [row[j] for row in table.rows]
+        wrapping, whole = ([name, *cells], []) if j == 0 else ([name], cells)
+        return max([cell_len(word) for text in wrapping for word in text.split()] + [*map(cell_len, whole)],
+                   default=1)
+    return [least(j, name) for j, name in enumerate(table.header)]
+
+
+def drawn_width(widths: list[int]) -> int:
+    return sum(widths) + 3 * len(widths) + 1  # a border and a space either side of every column
+
+
+def fitted_widths(table: Layout, width: int) -> list[int]:
+    """The natural widths if they fit, else the least ones with the room left shared by what each lacks."""
+    natural, least = natural_widths(table), least_widths(table)
+    if drawn_width(natural) <= width:
+        return natural
+    lacking = [n - m for n, m in zip(natural, least, strict=True)]
+    room = max(width - drawn_width(least), 0)
+    return [m + room * lack // max(sum(lacking), 1) for m, lack in zip(least, lacking, strict=True)]
+
+
+def column_blocks(table: Layout, width: int) -> list[Layout]:
+    """`table` cut into blocks of whole columns that fit `width`, each starting with the row names."""
+    least = least_widths(table)
+    blocks: list[list[int]] = [[]]
+    for j in range(1, len(table.header)):
+        if blocks[-1] and drawn_width([least[0], *(least[k] for k in blocks[-1]), least[j]]) > width:
+            blocks.append([])
+        blocks[-1].append(j)
+    return [columns_of(table, [0, *block], table.caption if i == 0 else "") for i, block in enumerate(blocks)]
+
+
+def columns_of(table: Layout, columns: list[int], caption: str) -> Layout:
+    return Layout([table.header[j] for j in columns], [[row[j] for j in columns] for row in table.rows],
+                  {(i, columns.index(j)) for i, j in table.bold if j in columns}, caption)
 
 
 def to_markdown(comparison: Comparison, by: str = "model") -> str:
