@@ -128,7 +128,7 @@ def test_runs_on_other_test_rows_are_refused():
 
 def test_model_orientation_is_table_two():
     table = layout(comparison(), "model")
-    assert table.header[:6] == ["Model", "AUC", "GAUC", "LogLoss", "RelaImpr vs dnn", "Oracle gap closed"]
+    assert table.header[:6] == ["Model", "AUC", "GAUC", "LogLoss", "RelaImpr vs dnn", "Share of oracle lift"]
     assert table.header[6:] == ["north AUC (n=300)", "north RelaImpr", "south AUC (n=300)", "south RelaImpr"]
     assert [row[0] for row in table.rows] == ["dnn", "shared_bottom", "lr", "oracle (true probability)"]
     best_auc_columns = {j for i, j in table.bold if i == 1}

@@ -22,8 +22,9 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
+from mscbench.data.manifest import Manifest
 from mscbench.errors import UserError
-from mscbench.eval.metrics import rela_impr
+from mscbench.eval.metrics import logloss, rela_impr
 from mscbench.results import html
 from mscbench.results.significance import (
     ALPHA,
@@ -38,6 +39,7 @@ from mscbench.results.significance import (
 from mscbench.results.store import OVERALL, scope_metrics
 
 FORMATS = ("table", "md", "csv", "json", "latex", "html")
+LABEL_SHIFT = 0.1  # a relative difference of the train and test label rates that the caption points out
 ORIENTATIONS = ("model", "scenario")
 STALE_MARK = "‡"  # beside a model whose runs were made by other code than the current one (--allow-stale)
 
@@ -101,6 +103,7 @@ class Comparison:
     oracle_auc: dict[str, float | None]  # "overall" and per scenario; empty without ground truth
     rows: list[ModelRow]
     bootstrap_rounds: int = 0  # resamples behind each row's `auc_interval`; 0: not asked for
+    train_label_rate: float | None = None  # share of positives in the training split, where known
 
     @property
     def scopes(self) -> list[str]:
@@ -109,12 +112,14 @@ class Comparison:
 
 def compare_runs(records: list[dict], base: str, models: list[str] | None = None,
                  predictions_of: PredictionsOf | None = None, bootstrap_rounds: int = 0,
-                 stale: Collection[str] = ()) -> Comparison:
+                 stale: Collection[str] = (), train_label_rate: float | None = None) -> Comparison:
     """Aggregate run records (metrics.json contents) into one comparison against `base`.
 
     With `predictions_of` (record -> its stored test predictions) every model is tested against the base by
     DeLong and, given `bootstrap_rounds`, gets bootstrap intervals; the paired t-test needs only the records.
     A model with a run in `stale` (run ids made by other code than the current one) is marked.
+    `train_label_rate` (`label_rate(manifest)`) lets the caption say when LogLoss mostly measures a shift of the
+    label rate between the training and test splits.
     """
     if not records:
         raise UserError("no runs to compare")
@@ -143,7 +148,13 @@ def compare_runs(records: list[dict], base: str, models: list[str] | None = None
         test_positives={OVERALL: first["overall"]["positives"],
                         **{s: first["scenarios"][s]["positives"] for s in scenarios}},
         oracle_auc=oracle if oracle[OVERALL] is not None else {}, rows=rows, bootstrap_rounds=bootstrap_rounds,
+        train_label_rate=train_label_rate,
     )
+
+
+def label_rate(manifest: Manifest, split: str = "train") -> float:
+    """The share of positive labels in one split of a prepared dataset."""
+    return sum(manifest.scenario.positives[split]) / max(sum(manifest.scenario.rows[split]), 1)
 
 
 def aggregate(model: str, runs: list[dict], scenarios: list[str], base: ModelRow | None) -> ModelRow:
@@ -226,7 +237,8 @@ def by_model(comparison: Comparison) -> Layout:
     if comparison.oracle_auc:
         rows.append(["oracle (true probability)", number(comparison.oracle_auc[OVERALL]), "", "", "", "1.000",
                      *chain.from_iterable((number(comparison.oracle_auc[s]), "") for s in comparison.scenarios)])
-    return Layout([c.title for c in columns], rows, bold, caption(comparison, "Best per column in bold."))
+    lift = " Share of oracle lift: (AUC - 0.5) / (oracle AUC - 0.5)." if comparison.oracle_auc else ""
+    return Layout([c.title for c in columns], rows, bold, caption(comparison, "Best per column in bold." + lift))
 
 
 def model_columns(comparison: Comparison) -> list[Column]:
@@ -238,7 +250,7 @@ def model_columns(comparison: Comparison) -> list[Column]:
         Column(f"RelaImpr vs {comparison.base}", lambda r: percent(r.rela_impr)),
     ]
     if comparison.oracle_auc:
-        columns.append(Column("Oracle gap closed", lambda r: r.gap_closed.text(3)))
+        columns.append(Column("Share of oracle lift", lambda r: r.gap_closed.text(3)))
     for s in comparison.scenarios:
         columns += [Column(f"{s} AUC (n={comparison.test_rows[s]:,})", lambda r, s=s: auc_text(r, s),
                            lambda r, s=s: r.scenario_auc[s].mean),
@@ -286,7 +298,7 @@ def caption(comparison: Comparison, bold: str) -> str:
     base = comparison.base
     dataset = f"{comparison.dataset['name']}/{comparison.dataset['variant']}"
     parts = [f"Test AUC on {dataset} (mean ± std over {seeds} seed(s)); RelaImpr against {base} from mean AUCs.",
-             bold]
+             bold, *label_shift(comparison)]
     tests = [s for row in comparison.rows for s in row.significance.values()]
     delong_seeds = sorted({s.delong_seed for s in tests if s.delong_seed is not None})
     if delong_seeds:
@@ -301,6 +313,19 @@ def caption(comparison: Comparison, bold: str) -> str:
         parts.append(f"[low, high]: 95% percentile bootstrap interval of the AUC of each model's smallest seed "
                      f"({comparison.bootstrap_rounds} resamples).")
     return " ".join(parts)
+
+
+def label_shift(comparison: Comparison) -> list[str]:
+    """A note when the test split's label rate is off the training split's by more than a tenth of it: a
+    model predicts about the training rate, so LogLoss then mostly measures the shift (shown by a constant)."""
+    rows, positives = comparison.test_rows[OVERALL], comparison.test_positives[OVERALL]
+    train, test = comparison.train_label_rate, positives / max(rows, 1)
+    if train is None or abs(train - test) <= LABEL_SHIFT * test:
+        return []
+    constant = logloss(np.repeat([1.0, 0.0], [positives, rows - positives]), np.full(rows, train))
+    note = (f"Positives: {train:.1%} of the training rows, {test:.1%} of the test rows; LogLoss is dominated by "
+            f"that shift (predicting {train:.1%} for every test row scores {constant:.4f}).")
+    return [note]
 
 
 def percent(value: float | None) -> str:

@@ -1,11 +1,14 @@
-"""Tables on a terminal of 80 or 120 columns: whatever the orientation asked, every number is printed whole."""
+"""What a reader of a table sees: on a terminal of 80 or 120 columns every number whole, column names that say
+what they compute, and a note when the label rate shifts between training and test."""
 
 import io
+import math
 
 import pytest
 from rich.console import Console
 
 from mscbench.results.report import ORIENTATIONS, fitted_tables, layout
+from mscbench.results.store import OVERALL
 from tests.test_report import comparison
 
 
@@ -49,3 +52,23 @@ def test_a_table_too_wide_for_either_orientation_is_cut_into_blocks_of_whole_col
 def test_the_caption_is_text_not_markup():
     (table, *_) = fitted_tables(comparison(bootstrap_rounds=50), "scenario", 400)
     assert "[low, high]: 95% percentile bootstrap interval" in shown([table], 400)
+
+
+def test_the_oracle_column_is_named_for_what_it_computes():
+    compared = comparison()
+    table = layout(compared, "model")
+    column = table.header.index("Share of oracle lift")
+    row = compared.rows[1]
+    assert float(table.rows[1][column].split(" ±")[0]) == pytest.approx(
+        (row.auc.mean - 0.5) / (compared.oracle_auc[OVERALL] - 0.5), abs=5e-4)
+    assert "Share of oracle lift: (AUC - 0.5) / (oracle AUC - 0.5)." in table.caption
+
+
+def test_a_shifted_label_rate_gets_a_note_with_a_constant_predictors_logloss():
+    test_rate = comparison().test_positives[OVERALL] / comparison().test_rows[OVERALL]
+    constant = -(test_rate * math.log(0.7) + (1 - test_rate) * math.log(0.3))
+    for by in ORIENTATIONS:
+        caption = layout(comparison(train_label_rate=0.7), by).caption
+        assert (f"Positives: 70.0% of the training rows, {test_rate:.1%} of the test rows; LogLoss is dominated "
+                f"by that shift (predicting 70.0% for every test row scores {constant:.4f}).") in caption
+    assert "Positives:" not in layout(comparison(train_label_rate=test_rate * 1.09), "model").caption
