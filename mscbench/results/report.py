@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
 
 import numpy as np
+import polars as pl
 from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
@@ -452,13 +453,19 @@ def title(comparison: Comparison) -> str:
     return f"mscbench: {comparison.dataset['name']}/{comparison.dataset['variant']}, models against {comparison.base}"
 
 
+# The columns of the tidy table (`to_csv`, `to_frame`) and their types.
+TIDY_COLUMNS = {"model": pl.String, "seeds": pl.String, "scope": pl.String, "metric": pl.String, "mean": pl.Float64,
+                "std": pl.Float64, "rela_impr_percent": pl.Float64, "delong_seed": pl.Int64, "delong_p": pl.Float64,
+                "paired_seeds": pl.Int64, "paired_p": pl.Float64, "marks": pl.String, "ci_low": pl.Float64,
+                "ci_high": pl.Float64}
+
+
 def to_csv(comparison: Comparison, by: str = "model") -> str:
     """Tidy: one line per model, scope and metric, numbers unformatted; significance on the AUC lines.
     The same in both orientations (pivot it either way)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["model", "seeds", "scope", "metric", "mean", "std", "rela_impr_percent", "delong_seed",
-                     "delong_p", "paired_seeds", "paired_p", "marks", "ci_low", "ci_high"])
+    writer.writerow(TIDY_COLUMNS)
     for row in comparison.rows:
         seeds = " ".join(map(str, row.seeds))
         for scope in comparison.scopes:
@@ -476,6 +483,11 @@ def to_csv(comparison: Comparison, by: str = "model") -> str:
             for metric, cell in others.items():
                 writer.writerow([row.model, seeds, scope, metric, cell.mean, cell.std, *[""] * 8])
     return buffer.getvalue()
+
+
+def to_frame(comparison: Comparison) -> pl.DataFrame:
+    """The tidy table (`to_csv`'s lines) as a polars DataFrame, numbers as numbers and missing ones null."""
+    return pl.read_csv(io.StringIO(to_csv(comparison)), schema=TIDY_COLUMNS)
 
 
 def to_json(comparison: Comparison, by: str = "model") -> str:
