@@ -38,6 +38,7 @@ def test_prepare_train_compare_and_list(tmp_path, capsys):
     code, out, _ = cli(capsys, "compare", *dataset, "--models", "dnn,shared_bottom", "--base", "dnn",
                        "--epochs", "1", "--format", "md")
     assert code == 0 and "| shared_bottom |" in out and "RelaImpr vs dnn" in out
+    assert "run 1 of 2: training dnn (seed 0)" in out and "run 2 of 2, about " in out
 
 
 def test_models_lists_the_zoo_and_shows_one(capsys):

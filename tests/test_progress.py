@@ -11,6 +11,7 @@ from rich.progress import Progress
 
 from mscbench.config import TrainConfig
 from mscbench.data.loader import load_split
+from mscbench.experiment import recipes
 from mscbench.experiment.planning import plan_run
 from mscbench.models import build_model
 from mscbench.train.trainer import busy_at_start, fit, resolved_threads
@@ -64,3 +65,13 @@ def test_a_busy_machine_gets_one_thread_and_a_notice(four_cores, capsys):
 def test_an_idle_machine_gets_one_thread_per_core_silently(four_cores, capsys):
     four_cores(3.9)
     assert resolved_threads(TrainConfig()) == 4 and capsys.readouterr().err == ""
+
+
+def test_each_run_of_an_experiment_says_which_of_how_many_and_about_how_long_is_left(monkeypatch):
+    clock = iter([0.0, 100.0, 160.0])  # the start, then the end of runs 1 and 2: 100 s, then 60 s
+    monkeypatch.setattr(recipes.time, "perf_counter", lambda: next(clock))
+    headings = []
+    monkeypatch.setattr(recipes, "get_or_run", lambda plan, *args, heading, **kwargs: headings.append(heading))
+    recipes.run_plans(["dnn", "mmoe", "star"], store=None, progress=None)
+    assert headings == ["run 1 of 3: ", "run 2 of 3, about 3 min left: ", "run 3 of 3, about 80 s left: "]
+    assert [recipes.duration(s) for s in (40, 720, 9000)] == ["40 s", "12 min", "2.5 h"]

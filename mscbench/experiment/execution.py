@@ -42,14 +42,15 @@ MISSING, COMPLETE, STALE = "missing", "complete", "stale"  # a run's state in th
 
 
 def get_or_run(plan: PlannedRun, store: RunStore, progress: Progress | None = None, rerun: bool = False,
-               resume: bool = True, allow_stale: bool = False) -> dict | None:
+               resume: bool = True, allow_stale: bool = False, heading: str = "") -> dict | None:
     """The run's record, training it only when the store has no complete run made by the current code
-    (`allow_stale` reuses one made by other code) or `rerun` is asked. One line says which.
+    (`allow_stale` reuses one made by other code) or `rerun` is asked. One line, after `heading`, says which.
 
     While another process trains the same run, this one waits for it, then reuses its run. Under torchrun
     the record is returned in the main process; the others return None.
     """
-    say = progress.console.print if progress is not None and is_main_process() else ignore
+    say = (lambda line: progress.console.print(heading + line)) if progress is not None and is_main_process() \
+        else ignore
     described = f"{plan.model} (seed {plan.train.seed})"
     with process_group(process_device(choose_device(plan.train.device))), \
             store.lock(plan.run_id, say) if is_main_process() else nullcontext():

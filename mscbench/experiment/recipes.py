@@ -5,6 +5,7 @@ recipe says how), every model x seed planned, trained or reused, and the runs re
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from rich.progress import Progress
@@ -59,10 +60,23 @@ def plan_recipe(recipe: Recipe, data_dir: Path) -> list[PlannedRun]:
             for model in recipe.models for seed in recipe.seeds]
 
 
-def run_plans(plans: list[PlannedRun], store: RunStore, progress: Progress, rerun: bool = False,
+def run_plans(plans: list[PlannedRun], store: RunStore, progress: Progress | None, rerun: bool = False,
               allow_stale: bool = False) -> list[dict]:
-    """Each plan's record: a complete run is reused, anything else is trained (one line says which)."""
-    return [get_or_run(plan, store, progress, rerun=rerun, allow_stale=allow_stale) for plan in plans]
+    """Each plan's record: a complete run is reused, anything else is trained. One line per run says which,
+    how far the experiment is and, at the pace of the runs so far, about how long the rest take."""
+    records, started = [], time.perf_counter()
+    for done, plan in enumerate(plans):
+        pace = f", about {duration((time.perf_counter() - started) / done * (len(plans) - done))} left" if done else ""
+        records.append(get_or_run(plan, store, progress, rerun=rerun, allow_stale=allow_stale,
+                                  heading=f"run {done + 1} of {len(plans)}{pace}: "))
+    return records
+
+
+def duration(seconds: float) -> str:
+    """`seconds` as a person says it: 40 s, 12 min, 2.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
 def stale_runs(plans: list[PlannedRun], records: list[dict]) -> set[str]:
