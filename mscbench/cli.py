@@ -27,17 +27,15 @@ from rich.table import Table
 from rich.text import Text
 
 import mscbench.models  # noqa: F401  (registers the zoo)
-from mscbench import __version__
-from mscbench.config import TrainConfig, build_config, load_recipe, parse_overrides, split_overrides
+from mscbench import __version__, api
+from mscbench.config import load_recipe, parse_overrides
 from mscbench.data.card import Card, CardReport, check_card_data, load_card, tick_datetime
 from mscbench.data.card_init import draft_card
 from mscbench.data.download import download_card_files
 from mscbench.data.prepare import list_prepared
 from mscbench.data.sources import default_raw_dir, get_source, prepare_source, source_states
 from mscbench.errors import UserError
-from mscbench.experiment.execution import get_or_run
-from mscbench.experiment.planning import plan_run
-from mscbench.experiment.recipes import plan_recipe, run_plans, run_recipe, stale_runs, with_options
+from mscbench.experiment.recipes import run_recipe
 from mscbench.files import write_atomic
 from mscbench.models.base import REGISTRY, ModelCard, describe_config, get_card
 from mscbench.results.plots import pyplot, write_report
@@ -59,7 +57,6 @@ from mscbench.results.report import (
     number,
     render,
 )
-from mscbench.results.significance import BOOTSTRAP_ROUNDS
 from mscbench.results.store import RunStore, locate_run
 
 app = typer.Typer(
@@ -93,13 +90,16 @@ def main_options(
 
 
 class SpeedColumn(ProgressColumn):
+    """Steps per second, in the task's `unit` (samples where it names none)."""
+
     def render(self, task) -> Text:
-        return Text(f"{task.speed:,.0f} samples/s" if task.speed else "", style="cyan")
+        speed, unit = task.speed, task.fields.get("unit", "samples")
+        return Text(f"{speed:,.{0 if speed >= 10 else 1}f} {unit}/s" if speed else "", style="cyan")
 
 
 def progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), SpeedColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
 
 
 @app.command()
@@ -312,25 +312,27 @@ def train(
 
     Example: mscbench train shared_bottom --dataset synthetic --epochs 2 --set tower=[32]
     """
-    overrides = parse_overrides(settings or [])
-    model_values, train_values = split_overrides(overrides, get_card(model).config)
-    train_values |= options(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, protocol=protocol)
-    plan = plan_run(dataset, model, data_dir, model_values, train_values)
-    store = RunStore(runs_dir)
+    chosen = {f"train.{key}": value for key, value in options(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                                 seed=seed, protocol=protocol).items()}
     with progress_bar() as progress:
-        record = get_or_run(plan, store, progress, rerun=rerun, resume=resume, allow_stale=allow_stale)
-    if record is None:  # another process of a torchrun launch: the first one reports
+        result = api.train(model, dataset, settings={**parse_overrides(settings or []), **chosen}, rerun=rerun,
+                           resume=resume, allow_stale=allow_stale, data_dir=data_dir, runs_dir=runs_dir,
+                           progress=progress)
+    if result is None:  # another process of a torchrun launch: the first one reports
         return
-    print_tables(compare_runs([record], base=model, stale=stale_runs([plan], [record])))
+    print_tables(result.comparison)
+    record = result.runs[0]
     summary = record["training"]
-    console.print(f"run {plan.run_id} in {store.path(plan.run_id)}: {record['parameters']:,} parameters, "
-                  f"{summary['samples_per_second']:,.0f} samples/s, {summary['epochs_run']} epoch(s)")
+    console.print(f"run {record['run_id']} in {RunStore(runs_dir).path(record['run_id'])}: "
+                  f"{record['parameters']:,} parameters, {summary['samples_per_second']:,.0f} samples/s, "
+                  f"{summary['epochs_run']} epoch(s)")
 
 
 @app.command()
 def compare(
     dataset: Annotated[str | None, typer.Option(help="Prepared dataset, NAME or NAME/VARIANT.")] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated model names.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated model names; NAME@LABEL is a variant of NAME "
+                                                    "with its own --set NAME@LABEL.key=value.")] = None,
     base: Annotated[str | None, typer.Option(help="Model RelaImpr is measured against.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe TOML (options given here override it).")] = None,
@@ -351,27 +353,26 @@ def compare(
     """Train (or reuse) every model for every seed and print the comparison table with significance marks.
 
     Against the base: * DeLong's test on one seed's test predictions, † paired t-test over seeds (p < 0.05).
+    --set key=value sets a training setting for every model, --set MODEL.key=value a hyperparameter of one.
 
-    Example: mscbench compare --dataset synthetic --models dnn,shared_bottom --base dnn --seeds 0,1,2 --by scenario
+    Examples: mscbench compare --dataset synthetic --models dnn,shared_bottom --base dnn --seeds 0,1,2 --by scenario
+              mscbench compare --models dnn,dnn@wide --set dnn@wide.hidden=[512,256] --set epochs=2
     """
     check_output(fmt, by)
     if plot is not None:
         pyplot()  # a missing matplotlib is reported before anything trains
-    spec = with_options(load_recipe(recipe) if recipe else None, dataset=dataset,
-                        models=split_list(models) if models else None, base=base,
-                        seeds=[parse_int(s, "--seeds") for s in split_list(seeds)] if seeds else None,
-                        train={**parse_train_settings(settings), **options(epochs=epochs, batch_size=batch_size,
-                                                                           lr=lr)})
-    plans = plan_recipe(spec, data_dir)  # every name and setting checked before any training
-    store = RunStore(runs_dir)
-    with progress_bar() as progress:
-        records = run_plans(plans, store, progress, rerun, allow_stale)
-    comparison = compare_runs(records, spec.base, list(spec.models), predictions_of=store.predictions_of,
-                              bootstrap_rounds=BOOTSTRAP_ROUNDS if bootstrap else 0,
-                              stale=stale_runs(plans, records))
-    show(comparison, fmt, by, output)
+    chosen = {f"train.{key}": value for key, value in options(epochs=epochs, batch_size=batch_size, lr=lr).items()}
+    with progress_bar() as progress:  # every name and setting is checked before any training
+        result = api.compare(split_list(models) if models else None, dataset, base=base,
+                             seeds=[parse_int(s, "--seeds") for s in split_list(seeds)] if seeds else None,
+                             recipe=recipe, settings={**parse_overrides(settings or []), **chosen}, bootstrap=bootstrap,
+                             rerun=rerun, allow_stale=allow_stale, data_dir=data_dir, runs_dir=runs_dir,
+                             progress=progress)
+    show(result.comparison, fmt, by, output)
     if plot is not None:
-        paths = write_report(comparison, records, {r["run_id"]: store.history(r["run_id"]) for r in records}, plot)
+        store = RunStore(runs_dir)
+        paths = write_report(result.comparison, result.runs,
+                             {r["run_id"]: store.history(r["run_id"]) for r in result.runs}, plot)
         console.print(f"wrote {len(paths)} files to {plot}: open {paths[-1]}")
 
 
@@ -472,13 +473,6 @@ def print_tables(comparison: Comparison, by: str = "model") -> None:
     """The table on the terminal, in as many blocks as its width needs: a number is never cut."""
     for table in fitted_tables(comparison, by, console.width):
         console.print(table)
-
-
-def parse_train_settings(settings: list[str] | None) -> dict:
-    """`compare --set` takes training settings, shared by every model (hyperparameters go in a recipe)."""
-    values = {key.removeprefix("train."): value for key, value in parse_overrides(settings or []).items()}
-    build_config(TrainConfig, values, owner="compare --set (training settings)")
-    return values
 
 
 def options(**values) -> dict:

@@ -143,12 +143,30 @@ def split_overrides(overrides: dict[str, Any], model_config: type) -> tuple[dict
     return model_values, train_values
 
 
+def split_experiment_overrides(overrides: dict[str, Any], models: typing.Sequence[str]) -> tuple[dict, dict]:
+    """Overrides of an experiment over several models: `MODEL.key` sets a hyperparameter of MODEL, one of
+    `models` (a variant `NAME@LABEL` too); `train.key` or a bare key sets a training setting shared by every
+    model. Returns (training settings, {model: hyperparameters})."""
+    train_values, model_values = {}, {}
+    for key, value in overrides.items():
+        owner, _, name = key.rpartition(".")  # a setting's name has no dot; a variant's label may
+        if owner in ("", "train"):
+            train_values[name] = value
+        elif owner in models:
+            model_values.setdefault(owner, {})[name] = value
+        else:
+            raise ConfigError(f"--set {key}: {owner!r} is not among the models compared "
+                              f"({', '.join(models)}){suggest(owner, models)}")
+    build_config(TrainConfig, train_values, owner="training (a model's hyperparameter is set as MODEL.key)")
+    return train_values, model_values
+
+
 @dataclass(frozen=True)
 class Recipe:
     """An experiment: models x seeds on one dataset, compared against a base model."""
 
     dataset: str  # prepared dataset, NAME or NAME/VARIANT
-    models: tuple[str, ...]  # registry names, in table order
+    models: tuple[str, ...]  # registry names, or variants NAME@LABEL set in [model."NAME@LABEL"]; in table order
     base: str  # the model RelaImpr is measured against
     seeds: tuple[int, ...] = (0,)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig settings for every model

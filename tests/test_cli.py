@@ -111,3 +111,25 @@ def test_train_and_compare_tables_fit_80_and_120_columns_without_cutting_a_numbe
         assert code == code_compared == 0
         for out in (trained, compared):
             assert "…" not in out and "0.7" in out and max(map(len, out.splitlines())) <= width
+
+
+def test_compare_sets_one_models_hyperparameters_and_compares_a_variant(data_dir, tmp_path, capsys):
+    where = ["--data-dir", str(data_dir), "--runs-dir", str(tmp_path), "--epochs", "1", "--format", "md"]
+    code, out, _ = cli(capsys, "compare", "--models", "dnn,dnn@narrow", "--set", "dnn@narrow.hidden=[8]",
+                       "--set", "dnn.dropout=0.1", *where)
+    assert code == 0 and "| dnn@narrow |" in out and "RelaImpr vs dnn" in out
+    configs = [json.loads(path.read_text())["config"]["model"] for path in sorted(tmp_path.glob("*/metrics.json"))]
+    assert sorted((c["hidden"], c["dropout"]) for c in configs) == [([8], 0.0), ([128, 64, 32], 0.1)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "dnn", "--set", "dnx.hidden=[8]"], "--set dnx.hidden: 'dnx' is not among the models compared "
+                                                     "(dnn) (did you mean 'dnn'?)"),
+    (["--models", "dnn", "--set", "hidden=[8]"], "training (a model's hyperparameter is set as MODEL.key) has no "
+                                                 "setting 'hidden'"),
+    (["--models", "dnn,dnn@a", "--set", "dnn@a.hiden=[8]"], "model dnn has no setting 'hiden'"),
+    (["--models", "dnm@wide"], "unknown model 'dnm'"),
+])
+def test_a_bad_compare_setting_is_one_line_before_anything_trains(args, message, data_dir, tmp_path, capsys):
+    code, _, err = cli(capsys, "compare", *args, "--data-dir", str(data_dir), "--runs-dir", str(tmp_path))
+    assert code == 2 and message in err and not any(tmp_path.iterdir())

@@ -95,7 +95,7 @@ def test_a_second_process_waits_for_the_run_being_trained_and_reuses_it(data_dir
 def test_command_line_choices_go_over_the_recipe(data_dir):
     recipe = Recipe(dataset="elsewhere", models=("dnn", "star"), base="dnn", seeds=(0, 1), train={"lr": 0.1},
                     prepare={"rows": 10})
-    chosen = with_options(recipe, dataset="synthetic", models=["star"], base="lr", train=FAST)
+    chosen = with_options(recipe, dataset="synthetic", models=["star"], base="lr", settings=FAST)
     assert (chosen.dataset, chosen.models, chosen.base, chosen.seeds) == ("synthetic", ("lr", "star"), "lr", (0, 1))
     assert chosen.train == {"lr": 0.1, **FAST} and chosen.prepare == {}  # a dataset given: nothing to make
     plans = plan_recipe(chosen, data_dir)

@@ -10,22 +10,23 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from mscbench.config import Recipe, build_config
+from mscbench.config import Recipe, build_config, split_experiment_overrides
 from mscbench.data.prepare import prepare_synthetic
 from mscbench.data.sources.synthetic import SyntheticParams
 from mscbench.errors import UserError
 from mscbench.experiment.execution import get_or_run, is_stale
 from mscbench.experiment.planning import PlannedRun, plan_run
-from mscbench.results.report import Comparison, compare_runs
+from mscbench.results.report import Comparison, compare_runs, label_rate
 from mscbench.results.store import RunStore
 
 
 def with_options(recipe: Recipe | None, dataset: str | None = None, models: list[str] | None = None,
-                 base: str | None = None, seeds: list[int] | None = None, train: dict | None = None) -> Recipe:
+                 base: str | None = None, seeds: list[int] | None = None, settings: dict | None = None) -> Recipe:
     """`recipe` with the choices given over it (without a recipe: the choices, and defaults for the rest).
 
-    A dataset given replaces the recipe's with its [prepare] table; training settings are merged over the
-    recipe's; a base that is not among the models is added first.
+    A dataset given replaces the recipe's with its [prepare] table; `settings` (`--set`: training settings,
+    and `MODEL.key` for a model's hyperparameter) are merged over the recipe's; a base that is not among the
+    models is added first.
     """
     recipe = recipe or Recipe(dataset="synthetic", models=(), base="")
     names = list(models or recipe.models)
@@ -35,8 +36,10 @@ def with_options(recipe: Recipe | None, dataset: str | None = None, models: list
     if base not in names:
         names.insert(0, base)
     prepare = recipe.prepare if dataset is None else {}
+    train, hyperparameters = split_experiment_overrides(settings or {}, names)
+    model = recipe.model | {name: {**recipe.model.get(name, {}), **values} for name, values in hyperparameters.items()}
     return dataclasses.replace(recipe, dataset=dataset or recipe.dataset, models=tuple(names), base=base,
-                               seeds=tuple(seeds or recipe.seeds), train={**recipe.train, **(train or {})},
+                               seeds=tuple(seeds or recipe.seeds), train={**recipe.train, **train}, model=model,
                                prepare=prepare)
 
 
@@ -56,8 +59,21 @@ def recipe_dataset(recipe: Recipe, data_dir: Path) -> str:
 def plan_recipe(recipe: Recipe, data_dir: Path) -> list[PlannedRun]:
     """Every model x seed of the recipe, each name and setting checked before anything trains."""
     dataset = recipe_dataset(recipe, data_dir)
-    return [plan_run(dataset, model, data_dir, recipe.model.get(model, {}), {**recipe.train, "seed": seed})
+    return [plan_run(dataset, registry_name(model), data_dir, recipe.model.get(model, {}),
+                     {**recipe.train, "seed": seed})
             for model in recipe.models for seed in recipe.seeds]
+
+
+def registry_name(model: str) -> str:
+    """The registered model behind a recipe's model: `dnn@wide` is `dnn` with the settings given `dnn@wide`."""
+    return model.partition("@")[0]
+
+
+def named(records: list[dict], recipe: Recipe) -> list[dict]:
+    """The records of `plan_recipe`'s runs under the recipe's names for them (a variant's `dnn@wide`; a run
+    stores its registered model, and two names with the same settings share one run)."""
+    names = [model for model in recipe.models for _ in recipe.seeds]
+    return [{**record, "model": name} for record, name in zip(records, names, strict=True)]
 
 
 def run_plans(plans: list[PlannedRun], store: RunStore, progress: Progress | None, rerun: bool = False,
@@ -84,9 +100,15 @@ def stale_runs(plans: list[PlannedRun], records: list[dict]) -> set[str]:
     return {plan.run_id for plan, record in zip(plans, records, strict=True) if is_stale(record, plan)}
 
 
-def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progress, rerun: bool = False,
-               allow_stale: bool = False) -> tuple[Comparison, list[dict]]:
-    """The recipe's comparison (paired t-test across seeds only; `compare` adds DeLong) and its runs."""
+def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progress | None = None,
+               rerun: bool = False, allow_stale: bool = False, delong: bool = False,
+               bootstrap_rounds: int = 0) -> tuple[Comparison, list[dict]]:
+    """The recipe's comparison and its runs (under the recipe's names). The paired t-test across seeds needs
+    only the runs; `delong` adds DeLong's test on the stored test predictions, `bootstrap_rounds` intervals."""
     plans = plan_recipe(recipe, data_dir)
-    records = run_plans(plans, store, progress, rerun, allow_stale)
-    return compare_runs(records, recipe.base, list(recipe.models), stale=stale_runs(plans, records)), records
+    records = named(run_plans(plans, store, progress, rerun, allow_stale), recipe)
+    comparison = compare_runs(records, recipe.base, list(recipe.models),
+                              predictions_of=store.predictions_of if delong or bootstrap_rounds else None,
+                              bootstrap_rounds=bootstrap_rounds, stale=stale_runs(plans, records),
+                              train_label_rate=label_rate(plans[0].manifest), progress=progress)
+    return comparison, records

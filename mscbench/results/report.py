@@ -20,6 +20,7 @@ from itertools import chain
 import numpy as np
 import polars as pl
 from rich.cells import cell_len
+from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
@@ -40,7 +41,7 @@ from mscbench.results.significance import (
 from mscbench.results.store import OVERALL, scope_metrics
 
 FORMATS = ("table", "md", "csv", "json", "latex", "html")
-LABEL_SHIFT = 0.1  # a relative difference of the train and test label rates that the caption points out
+LABEL_SHIFT = 0.01  # the share of LogLoss that a shift of the label rate between train and test may cost unsaid
 ORIENTATIONS = ("model", "scenario")
 STALE_MARK = "‡"  # beside a model whose runs were made by other code than the current one (--allow-stale)
 
@@ -113,14 +114,15 @@ class Comparison:
 
 def compare_runs(records: list[dict], base: str, models: list[str] | None = None,
                  predictions_of: PredictionsOf | None = None, bootstrap_rounds: int = 0,
-                 stale: Collection[str] = (), train_label_rate: float | None = None) -> Comparison:
+                 stale: Collection[str] = (), train_label_rate: float | None = None,
+                 progress: Progress | None = None) -> Comparison:
     """Aggregate run records (metrics.json contents) into one comparison against `base`.
 
     With `predictions_of` (record -> its stored test predictions) every model is tested against the base by
     DeLong and, given `bootstrap_rounds`, gets bootstrap intervals; the paired t-test needs only the records.
     A model with a run in `stale` (run ids made by other code than the current one) is marked.
     `train_label_rate` (`label_rate(manifest)`) lets the caption say when LogLoss mostly measures a shift of the
-    label rate between the training and test splits.
+    label rate between the training and test splits. `progress` shows a bar of the bootstrap intervals.
     """
     if not records:
         raise UserError("no runs to compare")
@@ -138,8 +140,9 @@ def compare_runs(records: list[dict], base: str, models: list[str] | None = None
     scopes = [OVERALL, *scenarios]
     predictions = AlignedPredictions(predictions_of, scenarios) if predictions_of else None
     base_row = aggregate(base, by_model[base], scenarios, None)
+    done = bootstrap_bar(progress, bootstrap_rounds, sum(1 for runs in by_model.values() if runs) * len(scopes))
     rows = [replace(tested(aggregate(model, runs, scenarios, base_row), runs, by_model[base], scopes, predictions,
-                           bootstrap_rounds), stale=any(r["run_id"] in stale for r in runs))
+                           bootstrap_rounds, done), stale=any(r["run_id"] in stale for r in runs))
             for model, runs in by_model.items() if runs]
     oracle = {OVERALL: first["overall"].get("oracle_auc"),
               **{s: first["scenarios"][s].get("oracle_auc") for s in scenarios}}
@@ -175,11 +178,20 @@ def aggregate(model: str, runs: list[dict], scenarios: list[str], base: ModelRow
     )
 
 
+def bootstrap_bar(progress: Progress | None, rounds: int, intervals: int) -> Callable[[], None]:
+    """One step of a bar over the `intervals` bootstrap intervals to draw (a no-op without a display)."""
+    if progress is None or not rounds:
+        return lambda: None
+    task = progress.add_task(f"bootstrap ({rounds} resamples per AUC)", total=intervals, unit="AUCs")
+    return lambda: progress.advance(task)
+
+
 def tested(row: ModelRow, runs: list[dict], base_runs: list[dict], scopes: list[str],
-           predictions: AlignedPredictions | None, bootstrap_rounds: int) -> ModelRow:
+           predictions: AlignedPredictions | None, bootstrap_rounds: int,
+           done: Callable[[], None]) -> ModelRow:
     """The row with its tests against the base (none for the base itself) and, if asked, its intervals."""
     significance = {} if runs is base_runs else against_base(runs, base_runs, scopes, predictions)
-    intervals = bootstrap_intervals(runs, scopes, predictions, bootstrap_rounds) if bootstrap_rounds else {}
+    intervals = bootstrap_intervals(runs, scopes, predictions, bootstrap_rounds, done) if bootstrap_rounds else {}
     return replace(row, significance=significance, auc_interval=intervals)
 
 
@@ -317,13 +329,17 @@ def caption(comparison: Comparison, bold: str) -> str:
 
 
 def label_shift(comparison: Comparison) -> list[str]:
-    """A note when the test split's label rate is off the training split's by more than a tenth of it: a
-    model predicts about the training rate, so LogLoss then mostly measures the shift (shown by a constant)."""
+    """A note when the label rate shifts between the training and test splits enough to move LogLoss: a model
+    learns about the training rate, so predicting it for every test row (a constant) scores more than
+    predicting the test rate; past `LABEL_SHIFT` of the latter, the shift weighs like a model's own gains."""
     rows, positives = comparison.test_rows[OVERALL], comparison.test_positives[OVERALL]
     train, test = comparison.train_label_rate, positives / max(rows, 1)
-    if train is None or abs(train - test) <= LABEL_SHIFT * test:
+    if train is None:
         return []
-    constant = logloss(np.repeat([1.0, 0.0], [positives, rows - positives]), np.full(rows, train))
+    label = np.repeat([1.0, 0.0], [positives, rows - positives])
+    constant, calibrated = (logloss(label, np.full(rows, rate)) for rate in (train, test))
+    if constant - calibrated <= LABEL_SHIFT * calibrated:
+        return []
     note = (f"Positives: {train:.1%} of the training rows, {test:.1%} of the test rows; LogLoss is dominated by "
             f"that shift (predicting {train:.1%} for every test row scores {constant:.4f}).")
     return [note]

@@ -107,14 +107,18 @@ def delong_by_scope(run: dict, base_run: dict, predictions: AlignedPredictions) 
     return {scope: result for scope, result in results.items() if result is not None}
 
 
-def bootstrap_intervals(runs: list[dict], scopes: list[str], predictions: AlignedPredictions,
-                        rounds: int) -> dict[str, list[float] | None]:
-    """95% bootstrap interval of the AUC of the model's smallest seed, per scope (None: one class only)."""
+def bootstrap_intervals(runs: list[dict], scopes: list[str], predictions: AlignedPredictions, rounds: int,
+                        done: Callable[[], None] = lambda: None) -> dict[str, list[float] | None]:
+    """95% bootstrap interval of the AUC of the model's smallest seed, per scope (None: one class only);
+    `done` is called after each scope's (a progress bar's step)."""
     arrays = predictions(run_of(runs, min(r["seed"] for r in runs)))
     masks = predictions.masks()
-    intervals = {scope: bootstrap_auc_ci(arrays["label"][masks[scope]], arrays["prob"][masks[scope]], rounds)
-                 for scope in scopes}
-    return {scope: None if interval is None else list(interval) for scope, interval in intervals.items()}
+    intervals = {}
+    for scope in scopes:
+        interval = bootstrap_auc_ci(arrays["label"][masks[scope]], arrays["prob"][masks[scope]], rounds)
+        intervals[scope] = None if interval is None else list(interval)
+        done()
+    return intervals
 
 
 def run_of(runs: list[dict], seed: int) -> dict:
