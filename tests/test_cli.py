@@ -123,10 +123,10 @@ def test_compare_sets_one_models_hyperparameters_and_compares_a_variant(data_dir
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--models", "dnn", "--set", "dnx.hidden=[8]"], "--set dnx.hidden: 'dnx' is not among the models compared "
-                                                     "(dnn) (did you mean 'dnn'?)"),
-    (["--models", "dnn", "--set", "hidden=[8]"], "training (a model's hyperparameter is set as MODEL.key) has no "
-                                                 "setting 'hidden'"),
+    (["--models", "dnn", "--set", "dnx.hidden=[8]"], ("--set dnx.hidden: 'dnx' is not among the models compared "
+                                                     "(dnn) (did you mean 'dnn'?)")),
+    (["--models", "dnn", "--set", "hidden=[8]"], ("training (a model's hyperparameter is set as MODEL.key) has no "
+                                                 "setting 'hidden'")),
     (["--models", "dnn,dnn@a", "--set", "dnn@a.hiden=[8]"], "model dnn has no setting 'hiden'"),
     (["--models", "dnm@wide"], "unknown model 'dnm'"),
 ])
