@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from collections.abc import Callable, Iterator
@@ -284,9 +285,10 @@ def show_model(card: ModelCard) -> None:
 
 
 def field_comments(config: type) -> dict[str, str]:
-    """The `# comment` written beside each field of a config dataclass."""
+    """The `# comment` written beside each field of a config dataclass and of the dataclasses it inherits."""
     pattern = re.compile(r"^\s+(\w+):[^#]*#\s*(.+)$")
-    return {m[1]: m[2] for m in map(pattern.match, inspect.getsource(config).splitlines()) if m}
+    sources = [inspect.getsource(cls) for cls in reversed(config.__mro__) if dataclasses.is_dataclass(cls)]
+    return {m[1]: m[2] for source in sources for m in map(pattern.match, source.splitlines()) if m}
 
 
 @app.command()

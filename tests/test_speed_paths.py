@@ -12,7 +12,8 @@ from mscbench.config import ConfigError, TrainConfig, build_config
 from mscbench.data.loader import load_split
 from mscbench.experiment.planning import plan_run
 from mscbench.models import REGISTRY, build_model
-from mscbench.models.layers import FeatureEmbedding, route_by_scenario, use_sparse_gradients
+from mscbench.models.blocks.embedding import FeatureEmbedding, use_sparse_gradients
+from mscbench.models.blocks.routing import route_by_scenario
 from mscbench.train.trainer import LazyAdam, batch_loss, build_optimizer, check_amp, configure_threads, fit
 from tests.helpers import random_batch, tiny_manifest
 

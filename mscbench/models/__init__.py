@@ -5,7 +5,7 @@ import pkgutil
 
 from mscbench.models.base import REGISTRY, ModelOutput, build_model, get_card, register, register_variant
 
-_INFRASTRUCTURE = {"base", "layers"}
+_INFRASTRUCTURE = {"base", "blocks", "cel"}
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE:

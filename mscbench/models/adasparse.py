@@ -29,11 +29,12 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import FeatureEmbedding
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class AdaSparseConfig:
+class AdaSparseConfig(EmbeddingSettings):
     """Hyperparameters of `adasparse` (defaults: MI-DPG's backbone; pruner as the spec's C5/C1 readings)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t

@@ -16,6 +16,7 @@ scenario-owned parameters are the rows of e_t's table.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,11 +26,13 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import APGLinear, FeatureEmbedding
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class APGConfig:
+class APGConfig(EmbeddingSettings):
     """Hyperparameters of `apg` (defaults: FuxiCTR's APG config on MI-DPG's backbone)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t
@@ -39,6 +42,55 @@ class APGConfig:
     hyper_hidden: tuple[int, ...] = (64, 32)  # hypernetwork widths (APG's "small"; "large" is 512-256)
     condition: Literal["group", "self", "mix"] = "group"  # z = e_t, the layer input, or both
     dropout: float = 0.0  # dropout after each hidden layer
+
+
+class APGLinear(nn.Module):
+    """APG's adaptive linear layer (spec §6.14), parameters generated per sample from a condition z:
+
+        S(z) = reshape_{k×k}(hypernet(z)),   W(z) = U S(z) V,   y = ((x U) S(z)) V + b(z)
+        U = U_l U_r (d_in×P · P×k),  V = V_l V_r (k×P · P×d_out)       (over-parameterisation, P ≥ k)
+
+    Multiplying left to right costs O(d_in·k + k² + k·d_out) per sample; W(z) is never formed.
+    Init (an mscbench choice): each factor N(0, 1/fan_in) and the hypernetwork's output bias vec(I) ⊕ 0, so
+    W starts as U V with a unit gain per factor; Xavier factors times a random S start with a gain ~1/100,
+    which stalls training of a 3-layer stack.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, condition_dim: int, rank: int, overparam: int,
+                 hyper_hidden: Sequence[int]):
+        super().__init__()
+        if rank > overparam:
+            raise ValueError(f"APG needs rank k <= over-parameterisation P, got k={rank}, P={overparam}")
+        self.u_left = self.factor(input_dim, overparam)
+        self.u_right = self.factor(overparam, rank)
+        self.v_left = self.factor(rank, overparam)
+        self.v_right = self.factor(overparam, output_dim)
+        self.hypernet = MLP(condition_dim, hyper_hidden, output_dim=rank * rank + output_dim)  # S(z) ⊕ b(z)
+        head = self.hypernet.layers[-1]
+        with torch.no_grad():
+            head.bias.copy_(torch.cat([torch.eye(rank).flatten(), torch.zeros(output_dim)]))
+        self.rank = rank
+
+    @staticmethod
+    def factor(fan_in: int, fan_out: int) -> nn.Parameter:
+        return nn.Parameter(torch.randn(fan_in, fan_out) * fan_in ** -0.5)
+
+    def generate(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """S(z) [B, k, k] and b(z) [B, d_out]."""
+        generated = self.hypernet(condition)  # [B, k² + d_out]
+        core = generated[:, : self.rank ** 2].reshape(-1, self.rank, self.rank)
+        return core, generated[:, self.rank ** 2:]
+
+    def weight(self, condition: torch.Tensor) -> torch.Tensor:
+        """The per-sample weight W(z) = U S(z) V, [B, d_in, d_out] (to inspect it; forward never forms it)."""
+        core, _ = self.generate(condition)
+        return self.u_left @ self.u_right @ core @ (self.v_left @ self.v_right)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        core, bias = self.generate(condition)
+        h = x @ (self.u_left @ self.u_right)  # [B, k]
+        h = torch.bmm(h.unsqueeze(1), core).squeeze(1)  # [B, k]
+        return h @ (self.v_left @ self.v_right) + bias  # [B, d_out]
 
 
 @register("apg", config=APGConfig, multi_scenario=True,

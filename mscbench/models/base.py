@@ -8,6 +8,7 @@ A model is a plain `nn.Module` built as `Model(manifest, config)` whose `forward
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from torch import nn
 
 from mscbench.config import ConfigError, build_config, suggest
 from mscbench.data.manifest import Manifest
-from mscbench.models.layers import EmbeddingSettings, cluster_id_embeddings
+from mscbench.models.cel import EmbeddingSettings, cluster_id_embeddings
 
 
 @dataclass
@@ -53,20 +54,10 @@ def register(
     """Class decorator adding a model to the registry under `name`."""
 
     def add(builder: type[nn.Module]) -> type[nn.Module]:
-        REGISTRY[name] = ModelCard(name, builder, with_embedding_settings(config), description, paper, year,
-                                   needs_sequence, multi_scenario)
+        REGISTRY[name] = ModelCard(name, builder, config, description, paper, year, needs_sequence, multi_scenario)
         return builder
 
     return add
-
-
-def with_embedding_settings(config: type) -> type:
-    """`config` with the settings every model has (`EmbeddingSettings`: `--set embedding=cel`) after its own.
-
-    The result keeps the config's name, module and source, so it reads and prints as the model's config.
-    """
-    names = {"__module__": config.__module__, "__qualname__": config.__qualname__, "__doc__": config.__doc__}
-    return dataclasses.dataclass(frozen=True)(type(config.__name__, (EmbeddingSettings, config), names))
 
 
 def register_variant(name: str, base: str, description: str, **overrides: Any) -> None:
@@ -91,11 +82,13 @@ def build_model(name: str, manifest: Manifest, values: dict[str, Any] | None = N
         raise ConfigError(f"model {name!r} needs a behaviour sequence and dataset {manifest.name!r} has none")
     config = card.make_config(values)
     model = card.builder(manifest, config)
-    if config.embedding == "cel":
+    if isinstance(config, EmbeddingSettings) and config.embedding == "cel":
         cluster_id_embeddings(model, manifest, config)
     return model
 
 
 def describe_config(card: ModelCard) -> dict[str, Any]:
-    """The hyperparameters of a model (with its variant overrides) as a plain dict."""
-    return dataclasses.asdict(card.make_config())
+    """The hyperparameters of a model (with its variant overrides) as a plain dict: its config's own first,
+    then those it inherits (the embedding settings)."""
+    values = dataclasses.asdict(card.make_config())
+    return {**{key: values[key] for key in inspect.get_annotations(card.config)}, **values}

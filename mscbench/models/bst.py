@@ -23,20 +23,20 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import (
-    MLP,
-    FeatureEmbedding,
+from mscbench.models.blocks.embedding import FeatureEmbedding, item_vectors
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.blocks.sequence import (
     TimeGapEmbedding,
     TransformerBlock,
-    item_vectors,
     pool_sequence,
     pooled_width,
     with_target_mask,
 )
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class BSTConfig:
+class BSTConfig(EmbeddingSettings):
     """Hyperparameters of `bst` (defaults: SAML's public setting; BST paper: 8 heads, MLP 1024-512-256)."""
 
     embedding_dim: int = 12  # width of every field embedding

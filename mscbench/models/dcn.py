@@ -18,17 +18,35 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import MLP, CrossLayer, FeatureEmbedding
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class DCNConfig:
+class DCNConfig(EmbeddingSettings):
     """Hyperparameters of `dcn` (defaults: SAML's public setting and its 3 cross layers)."""
 
     embedding_dim: int = 12  # width of every field embedding
     cross_layers: int = 3  # number of cross layers L
     hidden: tuple[int, ...] = (128, 64)  # deep MLP layer widths
     dropout: float = 0.0  # dropout after each hidden layer
+
+
+class CrossLayer(nn.Module):
+    """DCN cross layer `x_{l+1} = x_0 · (x_l^T w) + b + x_l` (Wang et al., ADKDD 2017, eq. 3).
+
+    `x_l^T w` is one scalar per sample, so the layer costs O(d); the d×d outer product `x_0 x_l^T` is
+    never formed.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(dim) * dim ** -0.5)  # [d]
+        self.bias = nn.Parameter(torch.zeros(dim))  # [d]
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x0 * (x @ self.weight).unsqueeze(1) + self.bias + x  # [B, d]
 
 
 @register("dcn", config=DCNConfig, description="cross network (explicit feature crosses) beside an MLP",

@@ -17,17 +17,31 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import EMBEDDING_INIT_STD, MLP, FeatureEmbedding, FMInteraction, dense_linear
+from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbedding, dense_linear
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class DeepFMConfig:
+class DeepFMConfig(EmbeddingSettings):
     """Hyperparameters of `deepfm` (defaults: SAML's public setting; the paper: 10-dim, 400-400-400)."""
 
     embedding_dim: int = 12  # width of the field embeddings shared by the FM and the MLP
     hidden: tuple[int, ...] = (128, 64)  # MLP layer widths
     dropout: float = 0.0  # dropout after each hidden layer
     dense_in_fm: bool = True  # dense values also enter the FM as fields v_d · z_d (else only the MLP)
+
+
+class FMInteraction(nn.Module):
+    """FM second-order term `Σ_{f<f'} <v_f, v_f'>` by the sum-square trick (Rendle, ICDM 2010):
+
+        ½ Σ_k [ (Σ_f v_{f,k})² - Σ_f v_{f,k}² ]     in O(n·d) instead of O(n²·d).
+    """
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        square_of_sum = fields.sum(dim=1).square()  # [B, d]
+        sum_of_squares = fields.square().sum(dim=1)  # [B, d]
+        return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)  # [B]
 
 
 @register("deepfm", config=DeepFMConfig, description="FM (first + second order) + MLP over shared embeddings",

@@ -12,6 +12,7 @@ Sequences without a target field (e.g. a behaviour type) have no item vector and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,17 +21,45 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import MLP, ActivationUnit, FeatureEmbedding, item_vectors
+from mscbench.models.blocks.embedding import FeatureEmbedding, item_vectors
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class DINConfig:
+class DINConfig(EmbeddingSettings):
     """Hyperparameters of `din` (defaults: SAML's public setting; the paper: MLP 200-80 with Dice)."""
 
     embedding_dim: int = 12  # width of every field embedding
     attention_hidden: tuple[int, ...] = (80, 40)  # activation-unit FFN widths
     hidden: tuple[int, ...] = (128, 64)  # main MLP layer widths
     dropout: float = 0.0  # dropout after each main hidden layer
+
+
+class ActivationUnit(nn.Module):
+    """DIN's local activation unit: one unnormalised weight per behaviour, given the target item.
+
+        a_i = FFN([e_i ⊕ e_a ⊕ (e_i - e_a) ⊕ (e_i ⊙ e_a)])   (no softmax: the sum keeps the intensity)
+
+    The FFN's first layer W = [W_1 | W_2 | W_3 | W_4] is applied as the same linear map regrouped,
+    W_1 e_i + W_2 e_a + W_3 (e_i - e_a) + W_4 (e_i ⊙ e_a) = [W_1 + W_3 | W_4] [e_i ⊕ e_i ⊙ e_a] + (W_2 - W_3) e_a,
+    so that per behaviour it reads 2d inputs instead of 4d and the target's part is computed once per row.
+    Padded positions get exactly zero weight, whatever their embedding holds.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (80, 40), activation: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        self.ffn = MLP(4 * dim, hidden, activation=activation, output_dim=1)
+
+    def forward(self, behaviours: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`behaviours` [B, L, d], `target` [B, d], `mask` [B, L] (True = present) -> weights [B, L]."""
+        first, rest = self.ffn.layers[0], self.ffn.layers[1:]
+        w_behaviour, w_target, w_difference, w_product = first.weight.chunk(4, dim=1)  # [h, d] each
+        per_behaviour = torch.cat([behaviours, behaviours * target.unsqueeze(1)], -1)  # [B, L, 2d]
+        hidden = per_behaviour @ torch.cat([w_behaviour + w_difference, w_product], 1).T  # [B, L, h]
+        hidden = hidden + nn.functional.linear(target, w_target - w_difference, first.bias).unsqueeze(1)
+        weights = rest(hidden).squeeze(-1)  # [B, L]
+        return torch.where(mask, weights, torch.zeros_like(weights))
 
 
 @register("din", config=DINConfig, needs_sequence=True,

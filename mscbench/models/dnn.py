@@ -14,11 +14,13 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import MLP, FeatureEmbedding
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class DNNConfig:
+class DNNConfig(EmbeddingSettings):
     """Hyperparameters of `dnn` (defaults: MI-DPG's setting)."""
 
     embedding_dim: int = 16  # width of every field embedding

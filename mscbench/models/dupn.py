@@ -26,11 +26,15 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import MLP, FeatureEmbedding, TimeGapEmbedding, item_vectors, route_by_scenario
+from mscbench.models.blocks.embedding import FeatureEmbedding, item_vectors
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.blocks.routing import route_by_scenario
+from mscbench.models.blocks.sequence import TimeGapEmbedding
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class DUPNConfig:
+class DUPNConfig(EmbeddingSettings):
     """Hyperparameters of `dupn` (the paper's sizes were not recovered; SAML's public setting elsewhere)."""
 
     embedding_dim: int = 12  # width of every field, sequence and time-gap embedding

@@ -27,11 +27,14 @@ from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import MLP, FeatureEmbedding, PartitionedNorm, route_by_scenario
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.blocks.routing import PartitionedNorm, route_by_scenario
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class HAMURConfig:
+class HAMURConfig(EmbeddingSettings):
     """Hyperparameters of `hamur` (defaults: the author's HamurSmall, Amazon/Douban scripts)."""
 
     embedding_dim: int = 16  # width of every field embedding

@@ -25,13 +25,15 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import MLP, FeatureEmbedding
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 PROBABILITY_CLAMP = 1e-7
 
 
 @dataclass(frozen=True)
-class HMoEConfig:
+class HMoEConfig(EmbeddingSettings):
     """Hyperparameters of `hmoe` (defaults: MMLRec's HMoE; the paper's are not recovered)."""
 
     embedding_dim: int = 16  # width of every field embedding

@@ -16,11 +16,12 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import FeatureLinear
+from mscbench.models.blocks.embedding import FeatureLinear
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class LRConfig:
+class LRConfig(EmbeddingSettings):
     """LR has no hyperparameters of its own (the optimiser and its L2 belong to the recipe)."""
 
 

@@ -29,11 +29,14 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import EMBEDDING_INIT_STD, MLP, FeatureEmbedding, TransformerBlock, masked_mean
+from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbedding, masked_mean
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.blocks.sequence import TransformerBlock
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class M2MConfig:
+class M2MConfig(EmbeddingSettings):
     """Hyperparameters of `m2m` (paper values not recovered; the spec's small-data defaults)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_s

@@ -29,11 +29,13 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import FeatureEmbedding, StarLinear, route_by_scenario
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.routing import StarLinear, route_by_scenario
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class M3oEConfig:
+class M3oEConfig(EmbeddingSettings):
     """Hyperparameters of `m3oe` (defaults: the authors' MovieLens script, fcn_dims = [512, 256, 256, 64])."""
 
     embedding_dim: int = 16  # width of every field embedding

@@ -34,13 +34,15 @@ from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register, register_variant
-from mscbench.models.layers import MLP, FeatureEmbedding
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 MIR_MAX_PER_LAYER = 1024  # a non-decomposed M_l is average-pooled to at most this many values for T
 
 
 @dataclass(frozen=True)
-class MIDPGConfig:
+class MIDPGConfig(EmbeddingSettings):
     """Hyperparameters of `midpg` (defaults: S2's setting; values S2 lost are mscbench's, spec §5.6)."""
 
     embedding_dim: int = 16  # width of every field embedding (S2 silent)

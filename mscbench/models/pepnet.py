@@ -31,11 +31,13 @@ from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register, register_variant
-from mscbench.models.layers import EMBEDDING_INIT_STD, FeatureEmbedding, GateNU
+from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class PEPNetConfig:
+class PEPNetConfig(EmbeddingSettings):
     """Hyperparameters of `pepnet` (defaults: MI-DPG's backbone; gates as FuxiCTR's PPNet)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t
@@ -60,6 +62,21 @@ def prior_field_positions(manifest: Manifest, names: tuple[str, ...]) -> list[in
         raise ConfigError(f"model pepnet: prior_fields {unknown} are not sparse fields of {manifest.name!r} "
                           f"({', '.join(sparse)})")
     return [sparse.index(name) for name in names]
+
+
+class GateNU(nn.Module):
+    """PEPNet's gate neural unit (spec §6.12): `γ · σ(W_2^T ReLU(W_1^T x + b_1) + b_2)`, in (0, γ).
+
+    With γ = 2 a gate near its centre leaves what it scales unchanged (σ(0) · 2 = 1).
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, hidden: int, gamma: float = 2.0):
+        super().__init__()
+        self.mlp = MLP(input_dim, (hidden,), output_dim=output_dim)
+        self.gamma = gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.sigmoid(self.mlp(x))  # [B, output_dim]
 
 
 @register("pepnet", config=PEPNetConfig, multi_scenario=True,

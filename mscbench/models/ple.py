@@ -25,11 +25,14 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import MLP, FeatureEmbedding, route_by_scenario
+from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.blocks.routing import route_by_scenario
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class PLEConfig:
+class PLEConfig(EmbeddingSettings):
     """Hyperparameters of `ple` (defaults: Scenario-Wise-Rec's run script; experts = MI-DPG's backbone)."""
 
     embedding_dim: int = 16  # width of every field embedding

@@ -40,25 +40,28 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register, register_variant
-from mscbench.models.layers import (
+from mscbench.models.blocks.embedding import (
     EMBEDDING_INIT_STD,
-    MLP,
     FeatureEmbedding,
+    item_vectors,
+    register_sequence_targets,
+)
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.blocks.routing import route_by_scenario
+from mscbench.models.blocks.sequence import (
     TimeGapEmbedding,
     TransformerBlock,
-    item_vectors,
     pool_sequence,
     pooled_width,
-    register_sequence_targets,
-    route_by_scenario,
     with_target_mask,
 )
+from mscbench.models.cel import EmbeddingSettings
 
 COSINE_EPS = 1e-8  # keeps the cosine of an all-zero ReLU output finite (and its gradient)
 
 
 @dataclass(frozen=True)
-class SAMLConfig:
+class SAMLConfig(EmbeddingSettings):
     """Hyperparameters of `saml` (defaults: the paper's public setting, spec §4.10)."""
 
     global_dim: int = 12  # d_g, global embedding width (industrial: 8)

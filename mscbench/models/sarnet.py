@@ -30,11 +30,14 @@ from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import EMBEDDING_INIT_STD, MLP, FeatureEmbedding, item_vectors, route_by_scenario
+from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbedding, item_vectors
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.blocks.routing import route_by_scenario
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class SARNetConfig:
+class SARNetConfig(EmbeddingSettings):
     """Hyperparameters of `sarnet` (paper values not recovered; Scenario-Wise-Rec's expert counts)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_s

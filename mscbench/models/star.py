@@ -25,18 +25,14 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import (
-    EMBEDDING_INIT_STD,
-    MLP,
-    FeatureEmbedding,
-    PartitionedNorm,
-    StarLinear,
-    route_by_scenario,
-)
+from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbedding
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.blocks.routing import PartitionedNorm, StarLinear, route_by_scenario
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class STARConfig:
+class STARConfig(EmbeddingSettings):
     """Hyperparameters of `star` (defaults: MI-DPG's backbone; auxiliary width from the spec)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t

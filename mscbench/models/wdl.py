@@ -16,11 +16,13 @@ from torch import nn
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
-from mscbench.models.layers import MLP, FeatureEmbedding, FeatureLinear
+from mscbench.models.blocks.embedding import FeatureEmbedding, FeatureLinear
+from mscbench.models.blocks.mlp import MLP
+from mscbench.models.cel import EmbeddingSettings
 
 
 @dataclass(frozen=True)
-class WideDeepConfig:
+class WideDeepConfig(EmbeddingSettings):
     """Hyperparameters of `wdl` (defaults: SAML's public setting; the paper: 32-dim, 1024-512-256)."""
 
     embedding_dim: int = 12  # width of every deep-part field embedding

@@ -20,7 +20,7 @@ from mscbench.config import ConfigError, TrainConfig
 from mscbench.data.loader import SplitData
 from mscbench.errors import UserError
 from mscbench.eval.metrics import auc, logloss
-from mscbench.models.layers import use_sparse_gradients
+from mscbench.models.blocks.embedding import use_sparse_gradients
 
 
 class TrainingDiverged(UserError):

@@ -5,7 +5,7 @@ import itertools
 import torch
 
 from mscbench.models import build_model
-from mscbench.models.layers import APGLinear
+from mscbench.models.apg import APGLinear
 from tests.helpers import random_batch, tiny_manifest
 
 SMALL = {"embedding_dim": 4, "hidden": [8, 6], "rank": 3, "overparam": 5, "hyper_hidden": [7]}

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from mscbench.models import build_model
-from mscbench.models.layers import TransformerBlock
+from mscbench.models.blocks.sequence import TransformerBlock
 from tests.helpers import random_batch, tiny_manifest
 
 

@@ -7,7 +7,7 @@ import torch
 
 from mscbench.models import build_model
 from mscbench.models.base import ConfigError
-from mscbench.models.layers import ClusteredEmbedding
+from mscbench.models.cel import ClusteredEmbedding
 from tests.helpers import random_batch, tiny_manifest
 
 

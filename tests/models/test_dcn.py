@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mscbench.models import build_model
-from mscbench.models.layers import CrossLayer
+from mscbench.models.dcn import CrossLayer
 from tests.helpers import random_batch, tiny_manifest
 
 

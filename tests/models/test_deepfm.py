@@ -7,7 +7,7 @@ import itertools
 import torch
 
 from mscbench.models import build_model
-from mscbench.models.layers import FMInteraction
+from mscbench.models.deepfm import FMInteraction
 from tests.helpers import random_batch, tiny_manifest
 
 

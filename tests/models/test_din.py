@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from mscbench.models import build_model
-from mscbench.models.layers import ActivationUnit
+from mscbench.models.din import ActivationUnit
 from tests.helpers import random_batch, tiny_manifest
 
 ITEM_FIELD = 1  # tiny_manifest: item_id, the target of hist_item

@@ -3,7 +3,7 @@
 import torch
 
 from mscbench.models import build_model
-from mscbench.models.layers import PartitionedNorm, StarLinear
+from mscbench.models.blocks.routing import PartitionedNorm, StarLinear
 from tests.helpers import random_batch, tiny_manifest
 
 
