@@ -31,7 +31,7 @@ WARMUP = 3
 
 def multi_scenario_models() -> list[str]:
     """Every model with scenario-specific parameters, and dnn as the single-network reference."""
-    return ["dnn", *sorted(n for n, card in REGISTRY.items() if hasattr(card.builder, "scenario_parameters"))]
+    return ["dnn", *sorted(n for n, card in REGISTRY.items() if card.multi_scenario)]
 
 
 def throughput(name: str, manifest, data, steps: int) -> tuple[float, float]:

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from mscbench.models import REGISTRY, build_model
-from mscbench.models.base import ConfigError, get_card
-from mscbench.train.trainer import advance_schedules, batch_loss
+from mscbench.models.base import ConfigError, CrossScenario, ScenarioOwned, get_card, register
+from mscbench.models.cel import ClusteredEmbedding
+from mscbench.train.trainer import advance_schedules, batch_loss, scheduled_modules
 from tests.helpers import owned_gradients, random_batch, tiny_manifest
 
 MODELS = sorted(REGISTRY)
-MULTI_SCENARIO = [n for n in MODELS if hasattr(REGISTRY[n].builder, "scenario_parameters")]
+MULTI_SCENARIO = [n for n in MODELS if REGISTRY[n].multi_scenario]
 SMALL_CEL = {"embedding": "cel", "cel_compression": 4.0, "cel_split_every": 1, "cel_reassign_every": 2}
 
 
@@ -150,7 +151,7 @@ def check_branch_cost(model: nn.Module, manifest) -> None:
     batch = random_batch(manifest, 10, scenarios=[0, 1, 1, 2, 2, 2, 3, 3, 3, 3])
     counts = torch.bincount(batch.scenario).tolist()
     seen = rows_seen_by_scenario_modules(model, batch)
-    if getattr(model, "cross_scenario_compute", None):
+    if isinstance(model, CrossScenario):
         assert any(rows != {counts[t]} for t, rows in seen.items()), "declared cross-scenario, is not"
         return
     for scenario, rows in seen.items():
@@ -184,10 +185,60 @@ def test_the_branch_cost_check_catches_towers_run_on_the_whole_batch():
         check_branch_cost(MaskedTowers(manifest.num_scenarios), manifest)
 
 
-def test_multi_scenario_models_declare_their_scenario_parameters():
-    for name, card in REGISTRY.items():
-        if card.multi_scenario:
-            assert hasattr(card.builder, "scenario_parameters"), name
+def owned_rows(model: nn.Module, scenario: int) -> set[tuple[int, int]]:
+    """(parameter id, row) for every row `scenario` owns; a whole parameter owns all its rows."""
+    rows = set()
+    for owned in model.scenario_parameters(scenario):
+        parameter, index = owned if isinstance(owned, tuple) else (owned, slice(None))
+        indices = range(len(parameter))[index]
+        rows |= {(id(parameter), row) for row in (indices if isinstance(indices, range) else [indices])}
+    return rows
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_models_declared_contract_matches_what_it_has(name):
+    """`multi_scenario` at registration <=> `ScenarioOwned`; a `CrossScenario` model is multi-scenario and
+    says why; what each scenario owns is the model's own parameters (rows in range), owned by it alone."""
+    card = REGISTRY[name]
+    manifest, model = built(name)
+    assert card.multi_scenario == isinstance(model, ScenarioOwned)
+    if isinstance(model, CrossScenario):
+        assert card.multi_scenario and model.cross_scenario_compute.strip()
+    if not card.multi_scenario:
+        return
+    parameters = {id(p) for p in model.parameters()}
+    owners: dict[tuple[int, int], int] = {}
+    for scenario in range(manifest.num_scenarios):
+        rows = owned_rows(model, scenario)
+        assert rows and {parameter for parameter, _ in rows} <= parameters
+        shared = {owners[row] for row in rows if row in owners}
+        assert not shared, f"scenario {scenario} owns what scenarios {shared} own"
+        owners |= dict.fromkeys(rows, scenario)
+
+
+def test_registration_refuses_a_multi_scenario_flag_that_contradicts_the_model():
+    class Plain(nn.Module):
+        pass
+
+    class Owning(nn.Module):
+        def scenario_parameters(self, scenario: int) -> list[nn.Parameter]:
+            return []
+
+    card = REGISTRY["dnn"]
+    facts = {"config": card.config, "description": "-", "paper": "-", "year": 2000}
+    with pytest.raises(TypeError, match="multi_scenario=True but lacks scenario_parameters"):
+        register("contradiction", multi_scenario=True, **facts)(Plain)
+    with pytest.raises(TypeError, match="multi_scenario=False but has scenario_parameters"):
+        register("contradiction", **facts)(Owning)
+    assert "contradiction" not in REGISTRY
+
+
+def test_the_trainer_advances_every_scheduled_module():
+    """AdaSparse's sharpness and CEL's cluster tables are `Scheduled`; nothing else is."""
+    _, model = built("adasparse", **SMALL_CEL)
+    clustered = [m for m in model.modules() if isinstance(m, ClusteredEmbedding)]
+    assert clustered and scheduled_modules(model) == [model, *clustered]
+    assert scheduled_modules(built("dnn")[1]) == []
 
 
 def test_unknown_model_and_setting_are_clear_errors():

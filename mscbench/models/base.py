@@ -3,6 +3,11 @@
 A model is a plain `nn.Module` built as `Model(manifest, config)` whose `forward(batch)` returns a
 `ModelOutput`. Its hyperparameters are a frozen dataclass (paper defaults as field defaults); a variant
 (an ablation) is the same class registered under another name with some fields overridden.
+
+What a model may have beyond that is one of the Protocols below, checked where it is used: a model with
+scenario-owned parameters (`ScenarioOwned`, declared by `multi_scenario=True` at registration and checked
+there), one whose branches read every row by design (`CrossScenario`), and modules with a training
+schedule (`Scheduled`, advanced by the trainer).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -28,6 +33,36 @@ class ModelOutput:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample values for plots, [B, ...]
 
 
+OwnedParameter = nn.Parameter | tuple[nn.Parameter, slice | int]  # a whole parameter, or rows of a shared one
+
+
+@runtime_checkable
+class ScenarioOwned(Protocol):
+    """A model with scenario-specific parameters: each scenario's own are named so that their gradient
+    isolation (they learn from their scenario's rows only) and their branch cost can be tested."""
+
+    def scenario_parameters(self, scenario: int) -> list[OwnedParameter]:
+        """What `scenario` owns: whole parameters, or `(parameter, rows)` for its rows of a shared table."""
+        ...
+
+
+@runtime_checkable
+class CrossScenario(ScenarioOwned, Protocol):
+    """A multi-scenario model whose design runs scenario branches on other scenarios' rows; it says why."""
+
+    cross_scenario_compute: str  # the reason, e.g. the equation that reads every branch for every row
+
+
+@runtime_checkable
+class Scheduled(Protocol):
+    """A module (a model or any submodule) with a training schedule: temperatures, sharpness, cluster rounds.
+    Forward only reads the schedule; the trainer moves it before each step, so evaluation stays pure."""
+
+    def advance_schedule(self, step: int) -> None:
+        """Set the schedule to global training step `step`, before that step runs."""
+        ...
+
+
 @dataclass(frozen=True)
 class ModelCard:
     name: str
@@ -37,7 +72,7 @@ class ModelCard:
     paper: str
     year: int
     needs_sequence: bool = False
-    multi_scenario: bool = False  # has scenario-specific parameters (gradient isolation is tested)
+    multi_scenario: bool = False  # has scenario-specific parameters: the builder is `ScenarioOwned`
     overrides: dict[str, Any] = field(default_factory=dict)  # variant defaults on top of the config's
 
     def make_config(self, values: dict[str, Any] | None = None) -> Any:
@@ -51,9 +86,13 @@ def register(
     name: str, *, config: type, description: str, paper: str, year: int,
     needs_sequence: bool = False, multi_scenario: bool = False,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding a model to the registry under `name`."""
+    """Class decorator adding a model to the registry under `name`; `multi_scenario` must say whether the
+    model is `ScenarioOwned`."""
 
     def add(builder: type[nn.Module]) -> type[nn.Module]:
+        if multi_scenario != issubclass(builder, ScenarioOwned):
+            raise TypeError(f"model {name!r} is registered with multi_scenario={multi_scenario} but "
+                            f"{'lacks' if multi_scenario else 'has'} scenario_parameters")
         REGISTRY[name] = ModelCard(name, builder, config, description, paper, year, needs_sequence, multi_scenario)
         return builder
 

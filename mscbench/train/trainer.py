@@ -20,6 +20,7 @@ from mscbench.config import ConfigError, TrainConfig
 from mscbench.data.loader import SplitData
 from mscbench.errors import UserError
 from mscbench.eval.metrics import auc, logloss
+from mscbench.models.base import Scheduled
 from mscbench.models.blocks.embedding import use_sparse_gradients
 
 
@@ -287,7 +288,7 @@ def advance_schedules(model: nn.Module, step: int) -> None:
 def scheduled_modules(model: nn.Module) -> list[nn.Module]:
     """The modules of `model` that have a schedule: found once per epoch, as walking a deep model per step
     costs milliseconds."""
-    return [module for module in model.modules() if hasattr(module, "advance_schedule")]
+    return [module for module in model.modules() if isinstance(module, Scheduled)]
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam,
