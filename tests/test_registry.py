@@ -106,7 +106,7 @@ def test_evaluation_is_pure_and_batch_independent(name):
 
 @pytest.mark.parametrize("name", MULTI_SCENARIO)
 def test_scenario_parameters_get_gradient_only_from_their_scenario(name):
-    """Spec §1.4: one backward pass (data and auxiliary loss) on scenarios {0, 1}; what scenarios 2.. own,
+    """docs/models.md#conventions: one backward pass (data and auxiliary loss) on scenarios {0, 1}; what scenarios 2.. own,
     whole parameters or rows of a shared table, gets exactly zero gradient."""
     manifest, model = built(name)
     batch = random_batch(manifest, 32, scenarios=[0, 1])

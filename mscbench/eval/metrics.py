@@ -1,4 +1,4 @@
-"""Ranking and calibration metrics, computed per scenario and overall (DESIGN.md, "Metrics").
+"""Ranking and calibration metrics, computed per scenario and overall.
 
 Every AUC here is the Mann-Whitney statistic with ties counted one half, computed in O(n log n): from the
 sorted scores of each class (AUC), or from average ranks within users (GAUC). A set holding one class only

@@ -1,7 +1,7 @@
 """AdaptDHM: samples routed to learned distribution clusters (not by scenario id); a STAR network per cluster.
 
 Li et al., AdaptDHM: Adaptive Distribution Hierarchical Model for Multi-Domain CTR Prediction (arXiv 2022),
-field_models.md §5 [reconstructed from Scenario-Wise-Rec's code, medium-low]. With x = ⊕_f e_f ⊕ z (the
+docs/models.md#adaptdhm [reconstructed from Scenario-Wise-Rec's code, medium-low]. With x = ⊕_f e_f ⊕ z (the
 scenario id is one more field of the cluster networks' input) and C cluster centres c_j (unit rows, state):
 
     (1) r = sg(x₋) / ||sg(x₋)||       routing input: x without the scenario field (no scenario id needed to

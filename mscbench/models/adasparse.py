@@ -1,7 +1,7 @@
 """AdaSparse: scenario-conditioned neuron-level weighting and pruning of every layer's input.
 
 Yang et al., AdaSparse: Learning Adaptively Sparse Structures for Multi-Domain Click-Through Rate
-Prediction (CIKM 2022), spec §6.13, with the pruner placed as in Scenario-Wise-Rec (on each layer's input):
+Prediction (CIKM 2022), docs/models.md#adasparse, with the pruner placed as in Scenario-Wise-Rec (on each layer's input):
 
     v^l     = W_p^{l T} (e_t ⊕ h^l)                       (linear, no bias; e_t scenario embedding)
     π^l     = form(v^l)                                  (Fusion: β·σ(α v), entries ≤ ε set to 0)
@@ -10,7 +10,8 @@ Prediction (CIKM 2022), spec §6.13, with the pruner placed as in Scenario-Wise-
 
 The other forms: Scaling π = β·σ(v) with entries < ε set to 0; Binarization π = 1[σ(α v) ≥ ε] (trained
 through σ(α v) by a straight-through estimator). α = α_0 + `alpha_growth` · step, set by the trainer before
-every training step (`advance_schedule`), so σ(α v) sharpens towards a step; forward only reads α. Optional sparsity regulariser (spec; its form is not recovered):
+every training step (`advance_schedule`), so σ(α v) sharpens towards a step; forward only reads α. Optional sparsity
+regulariser (the paper's form is not recovered; this one is mscbench's):
 
     aux = λ_s Σ_l [ max(0, r_min - r_l) + max(0, r_l - r_max) ],   r_l = mean σ((ε - β σ(α v^l)) / τ)
 
@@ -35,7 +36,7 @@ from mscbench.models.cel import EmbeddingSettings
 
 @dataclass(frozen=True)
 class AdaSparseConfig(EmbeddingSettings):
-    """Hyperparameters of `adasparse` (defaults: MI-DPG's backbone; pruner as the spec's C5/C1 readings)."""
+    """Hyperparameters of `adasparse` (defaults: MI-DPG's backbone; pruner as in the public implementations, docs/models.md#adasparse)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t
     hidden: tuple[int, ...] = (128, 64, 32)  # backbone MLP widths (then one output unit)

@@ -1,7 +1,7 @@
 """APG: every backbone layer's parameters generated per sample from a condition, in low-rank form.
 
 Yan et al., APG: Adaptive Parameter Generation Network for Click-Through Rate Prediction (NeurIPS 2022),
-spec §6.14. Hidden layer l of the backbone, condition z (group-wise: the scenario embedding e_t):
+docs/models.md#apg. Hidden layer l of the backbone, condition z (group-wise: the scenario embedding e_t):
 
     S_l(z) = reshape_{k×k}(hypernet_l(z)),   W_l(z) = U_l S_l(z) V_l,   b_l(z) = hypernet_l(z)'s last d_{l+1}
     U_l = U_l,left U_l,right  (d_l×P · P×k),   V_l = V_l,left V_l,right  (k×P · P×d_{l+1})
@@ -45,7 +45,7 @@ class APGConfig(EmbeddingSettings):
 
 
 class APGLinear(nn.Module):
-    """APG's adaptive linear layer (spec §6.14), parameters generated per sample from a condition z:
+    """APG's adaptive linear layer, parameters generated per sample from a condition z:
 
         S(z) = reshape_{k×k}(hypernet(z)),   W(z) = U S(z) V,   y = ((x U) S(z)) V + b(z)
         U = U_l U_r (d_in×P · P×k),  V = V_l V_r (k×P · P×d_out)       (over-parameterisation, P ≥ k)

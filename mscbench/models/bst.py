@@ -1,6 +1,6 @@
 """BST (Behavior Sequence Transformer): one transformer block over the behaviours and the target item.
 
-SAML's base model (spec §6.6), in SAML's public setting (embedding 12, 4 heads, MLP 128-64, ReLU).
+SAML's base model (docs/models.md#bst), in SAML's public setting (embedding 12, 4 heads, MLP 128-64, ReLU).
 Item vectors concatenate the fields a sequence shares with the target (e.g. item_id ⊕ category):
 
     E     = [v_1; ...; v_L; v_target] + P           P = time-gap position embedding (target: bucket 0)

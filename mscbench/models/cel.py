@@ -29,7 +29,7 @@ class EmbeddingSettings:
 
 
 class ClusteredEmbedding(nn.Module):
-    """CEL's clustered embedding table (Chen et al., WWW 2023; models.md §6.17, reconstructed).
+    """CEL's clustered embedding table (Chen et al., WWW 2023; docs/models.md#cel, reconstructed).
 
     Entity i looks up its cluster's shared vector: e_i = C[a(i)]. The table C holds `clusters` rows
     (plus the zero padding row), the assignment a one integer per entity. Cluster optimisation alternates

@@ -1,6 +1,6 @@
 """DCN (Deep & Cross Network): a cross network and an MLP side by side over the same input.
 
-Spec §6.4 (3 cross layers, as in SAML's comparison; deep part 128-64):
+docs/models.md#dcn (3 cross layers, as in SAML's comparison; deep part 128-64):
 
     x_0     = ⊕_f e_f ⊕ e_scenario ⊕ pool(seq) ⊕ z                     [B, d]
     x_{l+1} = x_0 · (x_l^T w_l) + b_l + x_l,    l = 0..L-1               (paper eq. 3)

@@ -1,6 +1,6 @@
 """DeepFM: a factorisation machine and an MLP sharing the field embeddings, logits summed.
 
-Spec §6.3, fields = the sparse fields, the scenario id, each mean-pooled sequence and (by default)
+docs/models.md#deepfm, fields = the sparse fields, the scenario id, each mean-pooled sequence and (by default)
 each dense value z_d as the field vector v_d · z_d:
 
     y_FM  = b + Σ_f w_f[x_f] + w_d^T z + ½ Σ_k [ (Σ_f v_{f,k})² - Σ_f v_{f,k}² ]

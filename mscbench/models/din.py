@@ -1,6 +1,6 @@
 """DIN (Deep Interest Network): the user's behaviours weighted by their relevance to the target item.
 
-Spec §6.5, with ReLU everywhere and main MLP 128-64 (SAML's setting). Item vectors concatenate the
+docs/models.md#din, with ReLU everywhere and main MLP 128-64 (SAML's setting). Item vectors concatenate the
 fields a sequence shares with the target (e.g. item_id ⊕ category):
 
     a_i   = FFN([e_i ⊕ e_a ⊕ (e_i - e_a) ⊕ (e_i ⊙ e_a)]), FFN 80-40-1  (paper eq. 3, activation unit)

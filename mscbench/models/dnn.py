@@ -1,6 +1,6 @@
 """DNN: one MLP over every feature, the scenario id being one more field.
 
-MI-DPG's backbone and base model (spec §6.7; Covington et al., RecSys 2016, tower style):
+MI-DPG's backbone and base model (docs/models.md#dnn; Covington et al., RecSys 2016, tower style):
 
     logit = w^T MLP([128, 64, 32], ReLU)( ⊕_f e_f ⊕ e_scenario ⊕ pool(seq) ⊕ z ) + b
 """

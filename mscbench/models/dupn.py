@@ -1,7 +1,7 @@
 """DUPN (Deep User Perception Network): one user representation, learned from the behaviour sequence,
 shared by every scenario; each scenario has its own head on top of it.
 
-Spec §6.16. Behaviour i is <item_i, property_i>: e_i = its item vector (the sequences that share a
+docs/models.md#dupn. Behaviour i is <item_i, property_i>: e_i = its item vector (the sequences that share a
 table with a target field), p_i = its time-gap bucket embedding ⊕ the sequences with no target field
 (behaviour properties such as a behaviour type). With q the target item vector, u the user-profile
 fields and t the scenario:

@@ -1,6 +1,6 @@
 """HAMUR: per-domain backbones with bottleneck adapters whose weights a shared hyper-network generates.
 
-Li et al., HAMUR: Hyper Adapter for Multi-Domain Recommendation (CIKM 2023), field_models.md §4
+Li et al., HAMUR: Hyper Adapter for Multi-Domain Recommendation (CIKM 2023), docs/models.md#hamur
 [structure reconstructed from the author's code, high; per-domain ownership medium]. With x = ⊕_f e_f ⊕ z
 and d = the sample's domain (scenario):
 

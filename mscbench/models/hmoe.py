@@ -1,7 +1,7 @@
 """HMoE: scenario towers over shared experts (implicit, feature space), mixed in the label space (explicit).
 
 Li et al., Improving Multi-Scenario Learning to Rank in E-commerce by Exploiting Task Relationships in the
-Label Space (CIKM 2020), field_models.md §6 [reconstructed, medium-high]. x = ⊕_f e_f ⊕ z, N scenarios:
+Label Space (CIKM 2020), docs/models.md#hmoe [reconstructed, medium-high]. x = ⊕_f e_f ⊕ z, N scenarios:
 
     (1) m_t = Σ_k softmax(G_t(x))_k · E_k(x)                  MMoE: K shared experts, one gate per scenario
     (2) ŷ_j = σ(Tower_j(m_j))                                 every scenario's prediction, for every sample

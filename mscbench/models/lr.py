@@ -1,6 +1,6 @@
 """LR: logistic regression over every feature, the scenario id being one more field.
 
-Spec §6.1 (a 1-dim embedding per id is the weight of that id's one-hot feature):
+docs/models.md#lr (a 1-dim embedding per id is the weight of that id's one-hot feature):
 
     logit = b + Σ_f w_f[x_f] + w_scenario[t] + Σ_s mean_i w_s[x_{s,i}] + w_d^T z
 

@@ -2,7 +2,7 @@
 generated per sample from the scenario knowledge representation.
 
 Zhang et al., Leaving No One Behind: A Multi-Scenario Multi-Task Meta Learning Approach for Advertiser
-Modeling (WSDM 2022), field_models.md §2 [reconstructed from two agreeing write-ups, high]. X [L, d_x] the
+Modeling (WSDM 2022), docs/models.md#m2m [reconstructed from two agreeing write-ups, high]. X [L, d_x] the
 behaviour tokens (all sequences side by side) with learned position embeddings, m the padding mask:
 
     (1) F = masked_mean(Transformer(X + P, m))                       one encoder layer over the L axis
@@ -37,7 +37,7 @@ from mscbench.models.cel import EmbeddingSettings
 
 @dataclass(frozen=True)
 class M2MConfig(EmbeddingSettings):
-    """Hyperparameters of `m2m` (paper values not recovered; the spec's small-data defaults)."""
+    """Hyperparameters of `m2m` (paper values not recovered; mscbench's small-data defaults)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_s
     num_experts: int = 4  # M expert views

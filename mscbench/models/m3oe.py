@@ -1,7 +1,7 @@
 """M3oE: shared, scenario (domain) and task experts over a STAR bottom, fused at two learned levels.
 
 Zhang et al., M3oE: Multi-Domain Multi-Task Mixture-of-Experts Recommendation Framework (SIGIR 2024),
-field_models.md §3 [reconstructed from the authors' code, high]. With x = ⊕_f e_f ⊕ z, d = the sample's
+docs/models.md#m3oe [reconstructed from the authors' code, high]. With x = ⊕_f e_f ⊕ z, d = the sample's
 domain (scenario), N domains, M shared experts and one task (mscbench has one label):
 
     (2)  u = x (W_d ⊙ W_0) + b_d + b_0,   h = LNReLU(u W_1) + LNReLU(x W_skip)          STAR-style bottom

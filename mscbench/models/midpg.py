@@ -1,7 +1,8 @@
 """MI-DPG: Decomposable Parameter Generation with Mutual Information regularisation (Cheng et al.,
-CIKM 2023), per spec §5. `dpg` is the same network without the regulariser (β = 0).
+CIKM 2023), docs/models.md#midpg. `dpg` is the same network without the regulariser (β = 0).
 
-The paper's typeset equations were lost; spec §5 rebuilds them (tags there). Inputs (§5.1):
+The paper's typeset equations were lost; docs/models.md#midpg rebuilds them under the paper's numbers.
+Inputs:
     e_a = ⊕_{f ∈ A} e_f ⊕ pool(seq) ⊕ z,   e_s = ⊕_{f ∈ S} e_f  (scenario id + `scenario_aware_fields`),
     h_0 = x = e_a ⊕ e_s
 Backbone (eq. 1), every layer's weight scaled element-wise by a per-sample weighting matrix:
@@ -43,13 +44,13 @@ MIR_MAX_PER_LAYER = 1024  # a non-decomposed M_l is average-pooled to at most th
 
 @dataclass(frozen=True)
 class MIDPGConfig(EmbeddingSettings):
-    """Hyperparameters of `midpg` (defaults: S2's setting; values S2 lost are mscbench's, spec §5.6)."""
+    """Hyperparameters of `midpg` (defaults: the paper's setting; values it lost are mscbench's)."""
 
-    embedding_dim: int = 16  # width of every field embedding (S2 silent)
-    hidden: tuple[int, ...] = (128, 64, 32)  # backbone DNN widths (S2)
+    embedding_dim: int = 16  # width of every field embedding (the paper is silent)
+    hidden: tuple[int, ...] = (128, 64, 32)  # backbone DNN widths (the paper's)
     scenario_aware_fields: tuple[str, ...] = ()  # sparse fields in S besides the scenario id
-    dwm: Literal["non", "rc", "r", "c"] = "r"  # weighting-matrix variant, S2 §2.2.1-2.2.4 (r is best in S2)
-    low_rank_rows: int = 8  # m, rows of U and of the repeated block (S2: m = n; value lost)
+    dwm: Literal["non", "rc", "r", "c"] = "r"  # weighting-matrix variant, paper sections 2.2.1-2.2.4 (r is its best)
+    low_rank_rows: int = 8  # m, rows of U and of the repeated block (the paper: m = n; value lost)
     low_rank_cols: int = 8  # n, columns of V and of the repeated block
     rank: int = 4  # k, inner size of U V (value lost)
     repeat: Literal["tile", "interleave"] = "tile"  # R: X[i mod m, j mod n], or blocks X[⌊i·m/d⌋, ⌊j·n/d'⌋]

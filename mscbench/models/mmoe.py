@@ -1,7 +1,7 @@
 """MMoE: shared experts mixed by one softmax gate per scenario, then one tower per scenario.
 
 Ma et al., Modeling Task Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts (KDD 2018),
-with each scenario as a task, as SAML compares it (spec §6.9):
+with each scenario as a task, as SAML compares it (docs/models.md#mmoe):
 
     f_e(x) = Expert_e(x),               e = 1..E       (2-layer MLP 128-64, shared)
     g^t(x) = softmax(W_t^T x) ∈ R^E                    (gate of scenario t)
@@ -33,7 +33,7 @@ class MMoEConfig(EmbeddingSettings):
     embedding_dim: int = 12  # width of every field embedding (SAML d_g)
     num_experts: int = 4  # E (not stated by SAML; Scenario-Wise-Rec uses one per scenario)
     expert: tuple[int, ...] = (128, 64)  # expert MLP widths (SAML: two-layer MLPs 128-64)
-    tower: tuple[int, ...] = ()  # per-scenario tower widths before its output unit (spec: Linear(64 -> 1))
+    tower: tuple[int, ...] = ()  # per-scenario tower widths before its output unit (SAML's: Linear(64 -> 1))
     dropout: float = 0.0  # dropout after each hidden layer
 
 

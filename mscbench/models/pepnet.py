@@ -1,7 +1,7 @@
 """PEPNet: EPNet personalises the embeddings with the scenario prior, PPNet the hidden units with id priors.
 
 Chang et al., PEPNet: Parameter and Embedding Personalized Network for Infusing with Personalized Prior
-Information (KDD 2023), spec §6.12, with GateNU(x) = γ·σ(W_2^T ReLU(W_1^T x + b_1) + b_2) ∈ (0, γ), γ = 2:
+Information (KDD 2023), docs/models.md#pepnet, with GateNU(x) = γ·σ(W_2^T ReLU(W_1^T x + b_1) + b_2) ∈ (0, γ), γ = 2:
 
     E        = [e_1; …; e_k]                             (field embeddings, pooled sequences as fields)
     δ_domain = GateNU(e_t ⊕ sg(E)),   O_ep = δ_domain ⊗ E            (EPNet: one gate per field, or per dim)
@@ -13,7 +13,7 @@ e_t is the scenario embedding and O_prior the embeddings of the prior id fields 
 The stop-gradients keep each gate from reshaping the representation it selects from. `use_epnet` and
 `use_ppnet` switch the two halves; the only scenario-owned parameters are the rows of e_t's table.
 
-The halves alone (field_models.md §7) are the variants `epnet` (EPNet, then a plain DNN) and `ppnet`
+The halves alone (docs/models.md#pepnet) are the variants `epnet` (EPNet, then a plain DNN) and `ppnet`
 (PPNet with the id priors; the scenario prior is not a gate input there, but, as for every baseline, the
 scenario id is one more field of E, so PPNet alone is not blind to the scenario).
 """
@@ -65,7 +65,7 @@ def prior_field_positions(manifest: Manifest, names: tuple[str, ...]) -> list[in
 
 
 class GateNU(nn.Module):
-    """PEPNet's gate neural unit (spec §6.12): `γ · σ(W_2^T ReLU(W_1^T x + b_1) + b_2)`, in (0, γ).
+    """PEPNet's gate neural unit: `γ · σ(W_2^T ReLU(W_1^T x + b_1) + b_2)`, in (0, γ).
 
     With γ = 2 a gate near its centre leaves what it scales unchanged (σ(0) · 2 = 1).
     """

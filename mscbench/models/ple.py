@@ -1,7 +1,7 @@
 """PLE: progressive layered extraction with shared and scenario-specific experts, one gate per scenario.
 
 Tang et al., Progressive Layered Extraction (PLE): A Novel Multi-Task Learning (MTL) Model for Personalized
-Recommendations (RecSys 2020), with each scenario as a task (spec §6.10). Level q = 1..Q of customised gate
+Recommendations (RecSys 2020), with each scenario as a task (docs/models.md#ple). Level q = 1..Q of customised gate
 control (CGC) has m_s specific experts E^q_{t,·} per scenario t and m_c shared experts E^q_{c,·}:
 
     o^q_t = Σ_e softmax(W^q_t^T in^q_t)_e · [E^q_{t,·}(in^q_t) ; E^q_{c,·}(in^q_c)]_e      (scenario t)

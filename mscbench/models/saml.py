@@ -1,17 +1,17 @@
-"""SAML: Scenario-aware Mutual Learning (Chen et al., ICDM Workshops 2020), per spec §4.
+"""SAML: Scenario-aware Mutual Learning (Chen et al., ICDM Workshops 2020), docs/models.md#saml.
 
-The paper's typeset equations were lost; spec §4 rebuilds them (tags there). For a sample x of scenario t:
+The paper's typeset equations were lost; docs/models.md#saml rebuilds them under the paper's numbers. For a sample x of scenario t:
 
-Scenario-aware embedding (§4.1): every field has a global table and one table per scenario,
+Scenario-aware embedding: every field has a global table and one table per scenario,
     e^g_f = E^g_f[x_f] ∈ R^{d_g},   e^s_f = E^s_f[t, x_f] ∈ R^{d_s}
-Behaviour sequences (§4.2), the target item appended, P = time-gap position embedding:
+Behaviour sequences, the target item appended, P = time-gap position embedding:
     E_g = [v^g_1; ...; v^g_L; v^g_target] + P_g,   E_s = [v^s_1; ...; v^s_target] + P_s
-Attention (eq. 1-2, §4.3), each wrapped in BST's block (residual on E_g, LayerNorm, FFN):
+Attention (eq. 1-2), each wrapped in BST's block (residual on E_g, LayerNorm, FFN):
     S_g = MH(Q = E_g W^Q_g,     K = E_g W^K_g,     V = E_g W^V_g)
     S_s = MH(Q = E_s W^Q_{s,t}, K = E_s W^K_{s,t}, V = E_g W^V_g)        values (and W^O) shared
-Features (§4.4):
+Features:
     x_ind = ⊕_f e^g_f ⊕ pool(S_g) ⊕ z,   x_dep = ⊕_f e^s_f ⊕ pool(S_s)
-Auxiliary network (§4.5), supervised by its own loss:
+Auxiliary network, supervised by its own loss:
     h_a^0 = x_ind,   h_a^l = ReLU(W_a^l h_a^{l-1} + b_a^l),   logit_a = w_a^T h_a^K + c_a
 Multi-branch network (eq. 4), one branch k per scenario, every branch on every sample:
     h_m^{k,l} = ReLU(W_m^{k,l} h̃_m^{k,l-1} + W_a^{k,l} h_a^{l-1} + b^{k,l}),   h̃_m^{k,0} = x_dep
@@ -62,7 +62,7 @@ COSINE_EPS = 1e-8  # keeps the cosine of an all-zero ReLU output finite (and its
 
 @dataclass(frozen=True)
 class SAMLConfig(EmbeddingSettings):
-    """Hyperparameters of `saml` (defaults: the paper's public setting, spec §4.10)."""
+    """Hyperparameters of `saml` (defaults: the paper's public setting, docs/models.md#saml)."""
 
     global_dim: int = 12  # d_g, global embedding width (industrial: 8)
     scenario_dim: int = 4  # d_s, scenario-specific embedding width (industrial: 2)
@@ -195,7 +195,7 @@ class SAML(nn.Module):
         self.other_fields = [i for i, f in enumerate(manifest.sparse) if f.name not in targets]
         self.other_fields.append(len(manifest.sparse))  # the scenario field
 
-        # §4.1-4.3: scenario-aware embedding and attention
+        # scenario-aware embedding and attention
         self.global_embedding = FeatureEmbedding(manifest, config.global_dim, with_scenario=True)
         self.scenario_embedding = ScenarioSpecificEmbedding(manifest, config.scenario_dim)
         self.global_position = TimeGapEmbedding(global_item_dim)  # P_g
@@ -207,7 +207,7 @@ class SAML(nn.Module):
         self.scenario_value = (None if config.tie_values  # W^V_s, still applied to E_g
                                else nn.Linear(global_item_dim, global_item_dim, bias=False))
 
-        # §4.4: widths of x_ind and x_dep
+        # widths of x_ind and x_dep
         sequence_width = pooled_width(manifest.sequence_length + 1, global_item_dim, config.seq_pooling)
         ind_dim = len(self.other_fields) * config.global_dim + sequence_width + len(manifest.dense)
         dep_dim = len(self.other_fields) * config.scenario_dim + sequence_width
@@ -216,7 +216,7 @@ class SAML(nn.Module):
         if not config.multi_branch:  # ablation `saml_no_gate_mut`
             self.unified = MLP(ind_dim + dep_dim, config.hidden, output_dim=1)
             return
-        if config.auxiliary:  # §4.5
+        if config.auxiliary:  # the auxiliary network
             widths = [ind_dim, *config.hidden]
             self.auxiliary = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
             self.auxiliary_output = nn.Linear(widths[-1], 1)
@@ -240,20 +240,20 @@ class SAML(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         config = self.config
-        # §4.1 scenario-aware embedding
+        # scenario-aware embedding
         global_fields = self.global_embedding.fields(batch)  # [B, F+1, d_g]
         scenario_fields = self.scenario_embedding.fields(batch)  # [B, F+1, d_s]
-        # §4.2 item vectors of the behaviours and the target, plus time-gap positions
+        # item vectors of the behaviours and the target, plus time-gap positions
         mask = with_target_mask(batch)  # [B, L+1]
         global_items = (self.items(self.global_embedding, global_fields, batch)
                         + self.global_position(batch.seq_gap))  # [B, L+1, d_v^g]
         scenario_items = (self.items(self.scenario_embedding, scenario_fields, batch)
                           + self.scenario_position(batch.seq_gap))  # [B, L+1, d_v^s]
-        # §4.3 eq. 1-2: global attention, and scenario attention with the global values
+        # eq. 1-2: global attention, and scenario attention with the global values
         global_seq = self.block(global_items, mask)  # [B, L+1, d_v^g]   S_g
         scenario_attended = self.scenario_attention(scenario_items, global_items, mask, batch.scenario)
         scenario_seq = self.block.wrap(global_items, scenario_attended, mask)  # [B, L+1, d_v^g]   S_s
-        # §4.4 scenario-independent and scenario-dependent feature vectors
+        # scenario-independent and scenario-dependent feature vectors
         x_ind = torch.cat([global_fields[:, self.other_fields].flatten(1),
                            pool_sequence(global_seq, mask, config.seq_pooling), batch.dense], dim=1)
         x_dep = torch.cat([scenario_fields[:, self.other_fields].flatten(1),
@@ -263,7 +263,7 @@ class SAML(nn.Module):
 
         aux_hidden: list[torch.Tensor] = []
         aux_loss = aux_logit = None
-        if self.auxiliary is not None:  # §4.5 auxiliary network and its loss (eq. 5, L_a)
+        if self.auxiliary is not None:  # auxiliary network and its loss (eq. 5, L_a)
             aux_hidden = self.auxiliary_layers(x_ind)  # h_a^0..K
             aux_logit = self.auxiliary_output(aux_hidden[-1]).squeeze(1)  # [B]
             aux_nll = nn.functional.binary_cross_entropy_with_logits(aux_logit, batch.label)

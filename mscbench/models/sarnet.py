@@ -2,7 +2,7 @@
 scenario-specific plus shared experts fused by a scenario gate.
 
 Shen et al., SAR-Net: A Scenario-Aware Ranking Network for Personalized Fair Recommendation in Hundreds of
-Travel Scenarios (CIKM 2021), field_models.md §1 [component order from the abstract; equations
+Travel Scenarios (CIKM 2021), docs/models.md#sarnet [component order from the abstract; equations
 reconstructed, medium]. v = target item vector, H [L, d_i] = behaviour item vectors, e_s = the scenario
 embedding, t = the sample's scenario, m = the padding mask; attention over the L behaviours of one sample:
 

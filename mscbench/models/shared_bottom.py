@@ -1,6 +1,6 @@
 """Shared-Bottom: one shared MLP, then one tower per scenario (Caruana, Multitask Learning, 1997).
 
-Spec §6.8:  h = MLP_bottom(x);  logit = Tower_{t(x)}(h).
+docs/models.md#shared_bottom:  h = MLP_bottom(x);  logit = Tower_{t(x)}(h).
 Each tower runs on its own scenario's rows only, so it is trained by those samples alone.
 """
 

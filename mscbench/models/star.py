@@ -1,7 +1,7 @@
 """STAR: partitioned normalisation, a star-topology FCN and an auxiliary network on the scenario.
 
 Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for Multi-Domain CTR Prediction
-(CIKM 2021), spec §6.11. With u the concatenated (pooled) embeddings and dense values of a sample of
+(CIKM 2021), docs/models.md#star. With u the concatenated (pooled) embeddings and dense values of a sample of
 scenario t:
 
     PN(u)   = (γ ⊙ γ_t) ⊙ (u - μ_t) / sqrt(σ²_t + ε) + (β + β_t)          (partitioned normalisation)
@@ -33,7 +33,7 @@ from mscbench.models.cel import EmbeddingSettings
 
 @dataclass(frozen=True)
 class STARConfig(EmbeddingSettings):
-    """Hyperparameters of `star` (defaults: MI-DPG's backbone; auxiliary width from the spec)."""
+    """Hyperparameters of `star` (defaults: MI-DPG's backbone; auxiliary width [64], docs/models.md#star)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t
     hidden: tuple[int, ...] = (128, 64, 32)  # star FCN hidden widths (then one output unit, also star)

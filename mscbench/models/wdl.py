@@ -1,6 +1,6 @@
 """Wide & Deep: a linear (wide) part and an MLP (deep) part whose logits are summed.
 
-Spec §6.2, in SAML's setting (wide = LR, deep = MLP 128-64, one Adam optimiser):
+docs/models.md#wdl, in SAML's setting (wide = LR, deep = MLP 128-64, one Adam optimiser):
 
     logit = LR(x) + w^T MLP(⊕_f e_f ⊕ e_scenario ⊕ pool(seq) ⊕ z) + b
 

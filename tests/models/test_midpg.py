@@ -1,4 +1,4 @@
-"""MI-DPG / DPG (spec §5): eq. 1 with each DWM variant, parameter counts by the spec's formulas, the
+"""MI-DPG / DPG (docs/models.md#midpg): eq. 1 with each DWM variant, parameter counts by its formulas, the
 AdaSparse/PEPNet special case, the MIR term (present, reproducible, rising where scenarios differ)."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_one_block_row_is_per_output_neuron_gating():
 
 
 def expected_parameters(variant: str, with_mir: bool, m: int = 8, n: int = 8, k: int = 4) -> int:
-    """Spec §5.3/§5.4 counts on `tiny_manifest()`, d = 16, backbone 128-64-32, g_l = [64], T = [64, 32]."""
+    """docs/models.md#midpg parameter counts on `tiny_manifest()`, d = 16, backbone 128-64-32, g_l = [64], T = [64, 32]."""
     embeddings = (50 + 40 + 12 + 5 + 4) * 16  # four tables (sequences share them) and the scenario
     scenario_dim, widths = 16, [(4 + 1 + 2) * 16 + 2, 128, 64, 32]  # e_s = the scenario's embedding
     total, mir_width = embeddings + 32 + 1, 0  # the output layer is not re-weighted

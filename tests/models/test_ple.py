@@ -1,4 +1,4 @@
-"""PLE: the extraction network follows the spec's equations; scenario experts learn from their scenario."""
+"""PLE: the extraction network follows docs/models.md#ple's equations; scenario experts learn from their scenario."""
 
 import pytest
 import torch
@@ -20,7 +20,7 @@ def gated(gate, x, experts):
 
 
 def reference_logit(model, x, scenario):
-    """One row through the spec §6.10 equations, written as plain loops over experts and scenarios."""
+    """One row through the equations of docs/models.md#ple, written as plain loops over experts and scenarios."""
     inputs = [x] * len(model.towers)
     shared_input = x
     for level in model.levels:

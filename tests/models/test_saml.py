@@ -1,4 +1,4 @@
-"""SAML (spec §4): scenario isolation, the mutual unit's equations and stop-gradient, g = 0 reducing to
+"""SAML (docs/models.md#saml): scenario isolation, the mutual unit's equations and stop-gradient, g = 0 reducing to
 independent branches, and the three ablations of the paper's Table IV."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def built(name: str, **values):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_one_scenario_batch_trains_only_that_scenario(name):
-    """Spec §1.4/§4.9: after one backward pass of the whole loss (data + auxiliary) on scenario-0 rows,
+    """docs/models.md#saml, gradient isolation: after one backward pass of the whole loss (data + auxiliary) on scenario-0 rows,
     every scenario-specific parameter and embedding row of scenarios 1.. has exactly zero gradient."""
     manifest, model = built(name)
     batch = random_batch(manifest, 24, scenarios=[0])
@@ -156,7 +156,7 @@ ALTERNATIVES = [{"mutual_combine": "convex"}, {"mutual_layers": "last"}, {"gate_
 
 @pytest.mark.parametrize("option", ALTERNATIVES)
 def test_reconstruction_alternatives_keep_scenarios_isolated(option):
-    """Every alternative the spec names (§4.3-4.8) trains scenario 0 without touching scenarios 1.."""
+    """Every alternative reading docs/models.md#saml names trains scenario 0 without touching scenarios 1.."""
     manifest, model = built("saml", **option)
     batch = random_batch(manifest, 12, scenarios=[0])
     output = model(batch)

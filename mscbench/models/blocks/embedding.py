@@ -217,7 +217,7 @@ def register_sequence_targets(embedding: nn.Module, manifest: Manifest) -> None:
 
 def item_vectors(embedding: FeatureEmbedding, fields: torch.Tensor,
                  sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The target item vector and the behaviour item vectors (spec §1.2), over the sequences with a target.
+    """The target item vector and the behaviour item vectors (docs/models.md#conventions), over the sequences with a target.
 
     `fields` [B, F, d] from `embedding.fields`, `sequences` [B, S, L, d] from `embedding.sequence`.
     Returns the target [B, S'·d] (the concatenated fields the sequences target, e.g. item_id ⊕ category)
@@ -234,7 +234,7 @@ def item_vectors(embedding: FeatureEmbedding, fields: torch.Tensor,
 class FeatureLinear(nn.Module):
     """First-order term `b + Σ_f w_f[x_f] + Σ_s mean_i w_s[x_{s,i}] + w_d^T z`: a 1-dim embedding per id.
 
-    It is LR (spec §6.1) and the wide part of Wide & Deep (§6.2); DeepFM keeps its w_f in its embedding rows.
+    It is LR and the wide part of Wide & Deep (docs/models.md#lr, #wdl); DeepFM keeps its w_f in its embedding rows.
     `zero_init` makes the term start at exactly zero (W&D's wide part, so the sum starts at the deep logit).
     """
 

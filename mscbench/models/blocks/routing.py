@@ -27,7 +27,7 @@ def route_by_scenario(branches: Sequence[Callable[[torch.Tensor], torch.Tensor]]
 
 
 class PartitionedNorm(nn.Module):
-    """STAR's partitioned normalisation (spec §6.11), with per-scenario statistics:
+    """STAR's partitioned normalisation (docs/models.md#star), with per-scenario statistics:
 
         PN(x) = (γ ⊙ γ_t) ⊙ (x - μ_t) / sqrt(σ²_t + ε) + (β + β_t),     t = the row's scenario
 
@@ -73,7 +73,7 @@ class PartitionedNorm(nn.Module):
 
 
 class StarLinear(nn.Module):
-    """STAR's star-topology linear layer (spec §6.11): scenario t computes with
+    """STAR's star-topology linear layer (docs/models.md#star): scenario t computes with
 
         W*_t = W ⊙ W_t,   b*_t = b + b_t
 

@@ -70,7 +70,7 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """BST's transformer block (spec §6.6):
+    """BST's transformer block (docs/models.md#bst):
 
         S' = LayerNorm(E + Dropout(MH(E)))
         F  = LayerNorm(S' + Dropout(LeakyReLU(S' W_1 + b_1) W_2 + b_2))
