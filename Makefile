@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test quick lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ demo: $(STAMP)
 	$(BIN)/mscbench prepare synthetic
 	$(BIN)/mscbench compare --dataset synthetic --models dnn,shared_bottom --base dnn --by scenario
 
-test: $(STAMP)
+test: $(STAMP)  # every test: the slow ones too (-m overrides pyproject's addopts)
+	$(BIN)/python -m pytest -q -m "slow or not slow" tests
+
+quick: $(STAMP)  # the tests a bare `pytest` runs: the learning check on four representative models only
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
