@@ -10,6 +10,7 @@ import mscbench
 from mscbench import cli as cli_module
 from mscbench.cli import main
 from mscbench.models import REGISTRY
+from mscbench.models.base import describe_config
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +80,13 @@ def test_an_unusable_device_is_one_line_and_leaves_no_run_folder(device, data_di
                        "--set", f"device={device}")
     assert code == 2 and f"device {device!r}" in err and len(err.strip().splitlines()) == 1
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_every_setting_of_every_model_has_a_meaning():
+    """`mscbench models NAME` explains each setting, the embedding settings a config inherits too."""
+    for card in REGISTRY.values():
+        missing = set(describe_config(card)) - set(cli_module.field_comments(card.config))
+        assert not missing, f"{card.name}: {missing}"
 
 
 @pytest.mark.parametrize("args, message", [
