@@ -4,7 +4,7 @@ A model is a plain `nn.Module` built as `Model(manifest, config)` whose `forward
 `ModelOutput`. Its hyperparameters are a frozen dataclass (paper defaults as field defaults); a variant
 (an ablation) is the same class registered under another name with some fields overridden.
 
-What a model may have beyond that is one of the Protocols below, checked where it is used: a model with
+What a model may have beyond that is said by the Protocols below, each checked where it is used: a model with
 scenario-owned parameters (`ScenarioOwned`, declared by `multi_scenario=True` at registration and checked
 there), one whose branches read every row by design (`CrossScenario`), and modules with a training
 schedule (`Scheduled`, advanced by the trainer).
