@@ -13,6 +13,7 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -178,7 +179,7 @@ def progress_printer(status) -> Callable[[str], None]:
     """Progress messages update the spinner; warnings are printed and stay."""
     def report(message: str) -> None:
         if message.startswith("warning:"):
-            errors.print(f"[yellow]{message}[/yellow]", highlight=False)
+            errors.print(f"[yellow]{escape(message)}[/yellow]", highlight=False)
         else:
             status.update(message)
     return report
@@ -217,7 +218,7 @@ def card_check(
     with console.status(f"reading the tables of {card}"):
         report = check_card_data(parsed, raw_dir)
     for warning in report.warnings:
-        errors.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)
+        errors.print(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False)
     console.print(card_table(parsed, report))
     merged = f"; merged into 'other': {', '.join(report.merged)}" if report.merged else ""
     console.print(f"{parsed.where}: {report.rows:,} rows, {report.per_scenario['scenario'].n_unique()} "
@@ -499,6 +500,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except UserError as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
     return 0

@@ -33,7 +33,7 @@ import tomllib
 
 from mscbench.config import ConfigError, coerce, suggest
 from mscbench.data.errors import DataError
-from mscbench.data.prepare import PrepareResult, Progress, ignore, numeric, prepare
+from mscbench.data.prepare import PrepareResult, Progress, finite, ignore, numeric, prepare
 from mscbench.data.sequences import History, bucket_count, with_histories
 from mscbench.data.spec import (
     SPLIT_COLUMN,
@@ -45,8 +45,9 @@ from mscbench.data.spec import (
     TimeSplit,
 )
 
-TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")
-COMPRESSED_SUFFIXES = (".gz", ".zst")
+PARQUET_MAGIC = b"PAR1"  # the first bytes of every Parquet file
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 TOLERANCE = 0.001  # rows with an unreadable label or time: up to this share are dropped and counted
 SCENARIO_COLUMN = "scenario"  # the prepared scenario column (derived from the card's scenario rule)
 OTHER_SCENARIO = "other"  # where scenarios with fewer than `min_train_rows` training rows go
@@ -72,7 +73,8 @@ class Join:
 @dataclass(frozen=True)
 class Table:
     name: str
-    path: str  # relative to --raw-dir: .csv .tsv .txt .dat .parquet, optionally .gz or .zst
+    path: str  # relative to --raw-dir, any name; gzip or zstd compression is recognised by content
+    format: Literal["csv", "parquet"] | None = None  # None: Parquet by suffix or content, else text (csv)
     separator: str = ","  # text files; several characters (MovieLens-1M's "::") are allowed
     header: bool = True
     columns: tuple[str, ...] = ()  # column names in file order (needed where header = false)
@@ -226,10 +228,9 @@ def parse_table(name: str, raw: Any, where: str) -> Table:
                     join=None if join is None else parse_join(join, f"{where} join"))
     if not table.header and not table.columns:
         raise DataError(f"{where}: header = false needs columns = [...] naming the columns in order")
-    if not table.path.lower().endswith(tuple(s + c for s in (*TEXT_SUFFIXES, ".parquet")
-                                            for c in ("", *COMPRESSED_SUFFIXES))):
-        raise DataError(f"{where}: path {table.path!r} must end in .csv, .tsv, .txt, .dat or .parquet "
-                        f"(optionally .gz or .zst)")
+    twice = sorted({name for name in table.columns if table.columns.count(name) > 1})
+    if twice:
+        raise DataError(f"{where}: columns names {', '.join(map(repr, twice))} more than once")
     return table
 
 
@@ -356,6 +357,9 @@ class RawTables:
     frame: pl.LazyFrame
     columns: dict[str, list[str]]  # table name -> its columns
     paths: dict[str, Path]
+    empty_lines: dict[str, int] = field(default_factory=dict)  # file name -> lines without values (skipped)
+    duplicate_keys: dict[str, int] = field(default_factory=dict)  # dimension table -> rows after the first per key
+    shadowed: tuple[str, ...] = ()  # a column the card reads that is named twice (the first is used)
 
     def fingerprint(self) -> dict[str, str]:
         return {file.name: f"{file.stat().st_size}:{file_sha256(file)}"
@@ -372,19 +376,26 @@ def file_sha256(path: Path) -> str:
 
 def raw_tables(card: Card, raw_dir: Path, workdir: Path) -> RawTables:
     paths = {table.name: table_path(card, table, raw_dir) for table in card.tables}
+    empty_lines = {file.name: count for table in card.tables for file, count in
+                   checked_text(table, paths[table.name], workdir).items() if count}
     frames = {table.name: scan_table(table, paths[table.name], workdir) for table in card.tables}
     columns = {name: frame.collect_schema().names() for name, frame in frames.items()}
     frame = frames[card.fact.name]
     available = list(columns[card.fact.name])
+    duplicate_keys = {}
     for table in card.tables[1:]:
-        frame = joined(card, frame, available, table, frames[table.name], columns[table.name], paths)
+        frame, duplicate_keys[table.name] = joined(card, frame, available, table, frames[table.name],
+                                                   columns[table.name], paths)
         available += [c for c in columns[table.name] if c not in table.join.on.values()]
     absent = [name for name in needed_columns(card) if name not in available]
     if absent:
         listing = "; ".join(f"{paths[name].name} has {', '.join(names)}" for name, names in columns.items())
         raise DataError(f"{card.where}: column {absent[0]!r} is in no table ({listing})")
+    named = [re.sub(r"_duplicated_\d+$", "", name) for name in available]  # polars' name for a repeated header
+    shadowed = tuple(name for name in needed_columns(card) if named.count(name) > 1)
     markers = [MATCHED + table.name for table in card.tables[1:]]
-    return RawTables(frame.select(*needed_columns(card), *markers), columns, paths)
+    return RawTables(frame.select(*needed_columns(card), *markers), columns, paths, empty_lines,
+                     {name: count for name, count in duplicate_keys.items() if count}, shadowed)
 
 
 def table_path(card: Card, table: Table, raw_dir: Path) -> Path:
@@ -406,8 +417,9 @@ def table_files(path: Path) -> list[Path]:
 
 
 def joined(card: Card, frame: pl.LazyFrame, available: list[str], table: Table, dimension: pl.LazyFrame,
-           dimension_columns: list[str], paths: dict[str, Path]) -> pl.LazyFrame:
-    """A left join with a marker column (null: no match); inner joins drop those rows after counting."""
+           dimension_columns: list[str], paths: dict[str, Path]) -> tuple[pl.LazyFrame, int]:
+    """A left join with a marker column (null: no match), and how many dimension rows repeat a key (the
+    first row of each key is joined); inner joins drop unmatched rows after counting."""
     for fact_key, dimension_key in table.join.on.items():
         if fact_key not in available:
             raise DataError(f"{card.where} [tables.{table.name}] joins on {fact_key!r}, which the tables "
@@ -416,28 +428,56 @@ def joined(card: Card, frame: pl.LazyFrame, available: list[str], table: Table, 
             raise DataError(f"{card.where} [tables.{table.name}] joins on {dimension_key!r}, which "
                             f"{paths[table.name].name} lacks (it has {', '.join(dimension_columns)})")
     keys = list(table.join.on.values())
+    rows = dimension.select(pl.len()).collect(engine="streaming").item()
     # in memory (bounded by distinct keys): a join streams the fact table only against a built side;
     # a lazy `unique` there holds up the scan and buffers fact rows
     dimension = (dimension.unique(subset=keys, keep="first", maintain_order=False)
-                 .with_columns(pl.lit(True).alias(MATCHED + table.name)).collect(engine="streaming").lazy())
-    return frame.join(dimension, left_on=list(table.join.on), right_on=keys, how="left",
-                      maintain_order="left", suffix=f"_{table.name}")
+                 .with_columns(pl.lit(True).alias(MATCHED + table.name)).collect(engine="streaming"))
+    return frame.join(dimension.lazy(), left_on=list(table.join.on), right_on=keys, how="left",
+                      maintain_order="left", suffix=f"_{table.name}"), rows - dimension.height
+
+
+def is_parquet(table: Table, path: Path) -> bool:
+    """The card's `format`, else the suffix, else the file's first bytes (a pattern: its first file)."""
+    if table.format is not None:
+        return table.format == "parquet"
+    return looks_like_parquet(table_files(path)[0])
+
+
+def looks_like_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(".parquet") or first_bytes(path) == PARQUET_MAGIC
+
+
+def first_bytes(path: Path, count: int = 4) -> bytes:
+    with open(path, "rb") as stream:
+        return stream.read(count)
 
 
 def scan_table(table: Table, path: Path, workdir: Path) -> pl.LazyFrame:
-    """The table with every column as text (lists kept), names stripped of stray spaces."""
-    if path.name.lower().removesuffix(".gz").removesuffix(".zst").endswith(".parquet"):
+    """The table with every column as text (lists kept), names stripped of stray spaces; rows without any
+    value (blank lines) left out."""
+    if is_parquet(table, path):
         frame = pl.scan_parquet(path)
-        schema = frame.collect_schema()
+        try:
+            schema = frame.collect_schema()
+        except (pl.exceptions.PolarsError, OSError) as error:
+            raise DataError(f"{path} is not a readable Parquet file ({first_line(error)}): write or "
+                            f"download it again, or set format = \"csv\" in [tables.{table.name}]") from None
         return frame.with_columns(pl.col(name).cast(pl.String) for name, dtype in schema.items()
                                   if not isinstance(dtype, pl.List))
     path = utf8_copy(table, path, workdir)
     if len(table.separator) > 1:
-        return scan_split_lines(table, path)
-    return pl.scan_csv(path, separator=table.separator, has_header=table.header,
-                       new_columns=list(table.columns) or None, null_values=list(table.null_values),
-                       infer_schema=False,
-                       with_column_names=None if table.columns else lambda names: [n.strip() for n in names])
+        frame = scan_split_lines(table, path)
+    else:
+        frame = pl.scan_csv(path, separator=table.separator, has_header=table.header,
+                            new_columns=list(table.columns) or None, null_values=list(table.null_values),
+                            infer_schema=False,
+                            with_column_names=None if table.columns else lambda names: [n.strip() for n in names])
+    return frame.filter(~pl.all_horizontal(pl.all().str.strip_chars().fill_null("") == ""))
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def utf8_copy(table: Table, path: Path, workdir: Path) -> Path:
@@ -446,20 +486,26 @@ def utf8_copy(table: Table, path: Path, workdir: Path) -> Path:
         return path
     if is_pattern(path.name):
         raise DataError(f"{path}: a latin1 table must be one file, not a pattern")
-    if path.suffix == ".zst":
-        raise DataError(f"{path}: a latin1 .zst file cannot be read: decompress it (zstd -d) first")
-    target = workdir / f"{table.name}.utf8{''.join(s for s in path.suffixes if s != '.gz')}"
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="latin-1", newline="") as source, \
-            open(target, "w", encoding="utf-8", newline="") as sink:
-        shutil.copyfileobj(source, sink, 1 << 20)
+    magic = first_bytes(path)
+    if magic == ZSTD_MAGIC:
+        raise DataError(f"{path}: a latin1 zstd-compressed file cannot be read: decompress it (zstd -d) first")
+    target = workdir / f"{table.name}.utf8.txt"
+    if target.exists():  # transcoded once per run: the line check and the scan read the same copy
+        return target
+    opener = gzip.open if magic.startswith(GZIP_MAGIC) else open
+    try:
+        with opener(path, "rt", encoding="latin-1", newline="") as source, \
+                open(target, "w", encoding="utf-8", newline="") as sink:
+            shutil.copyfileobj(source, sink, 1 << 20)
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path} cannot be decompressed ({first_line(error)}): the file is damaged or "
+                        f"incomplete; download it again") from None
     return target
 
 
 def scan_split_lines(table: Table, path: Path) -> pl.LazyFrame:
     """A text file whose separator is several characters: whole lines, split into columns."""
-    lines = pl.scan_csv(path, separator="\x1f", has_header=False, quote_char=None, new_columns=[LINE],
-                        infer_schema=False, null_values=None)
+    lines = scan_lines(path)
     names = list(table.columns)
     if table.header:
         first = lines.head(1).collect()[LINE].to_list()
@@ -471,35 +517,85 @@ def scan_split_lines(table: Table, path: Path) -> pl.LazyFrame:
         pl.when(pl.col(name).is_in(nulls)).then(None).otherwise(pl.col(name)).alias(name) for name in names)
 
 
-def first_malformed_line(table: Table, path: Path, workdir: Path) -> str:
-    """Where a text table has a line with another number of fields than its first (for error messages)."""
-    if len(table.separator) > 1 or path.name.lower().endswith((".parquet", ".parquet.gz", ".parquet.zst")):
+def scan_lines(path: Path, encoding: str = "utf8") -> pl.LazyFrame:
+    """A text file's lines, whole, as one column (null for an empty line)."""
+    return pl.scan_csv(path, separator="\x1f", has_header=False, quote_char=None, new_columns=[LINE],
+                       infer_schema=False, null_values=None, truncate_ragged_lines=True, encoding=encoding)
+
+
+def checked_text(table: Table, path: Path, workdir: Path) -> dict[Path, int]:
+    """Lines without values in each file of a text table, after checking every other line: one pass per
+    file that stops at the first line with another number of fields than the header (or `columns`), bytes
+    that are not UTF-8, an empty file or a damaged compressed one, naming the file and the line."""
+    if is_parquet(table, path):
+        return {}
+    files = [utf8_copy(table, path, workdir)] if table.encoding != "utf8" else table_files(path)
+    shown = table_files(path)
+    return {shown_file: line_check(table, file, shown_file) for file, shown_file in zip(files, shown)}
+
+
+def line_check(table: Table, path: Path, shown: Path) -> int:
+    try:
+        return checked_lines(table, path, shown)
+    except pl.exceptions.NoDataError:
+        raise DataError(f"{shown} is empty: it needs {'a header line and ' if table.header else ''}"
+                        f"one line per row") from None
+    except pl.exceptions.ComputeError as error:
+        if "utf-8" not in str(error).lower():
+            raise
+        raise DataError(f"{shown}{not_utf8_line(path)} is not UTF-8 text: set encoding = \"latin1\" in "
+                        f"[tables.{table.name}], or convert the file to UTF-8") from None
+    except OSError as error:
+        raise DataError(f"{shown} cannot be read ({first_line(error)}): if it is compressed, the file is "
+                        f"damaged or incomplete; download it again") from None
+
+
+def checked_lines(table: Table, path: Path, shown: Path) -> int:
+    """Empty lines of one text file (see `checked_text`)."""
+    separator = table.separator
+    line = pl.col(LINE)
+    if len(separator) == 1:  # separators inside "quoted" values do not count; a line with an odd number
+        # of quotes is part of a value spanning lines, left to the parser
+        unquoted = line.str.replace_all('"[^"]*"', "")
+        fields = pl.when(line.str.count_matches('"', literal=True) % 2 == 0).then(
+            unquoted.str.count_matches(separator, literal=True) + 1)
+    else:
+        fields = line.str.count_matches(separator, literal=True) + 1
+    empty = line.is_null() | (line.str.strip_chars(f"{separator} \t\r") == "")
+    lines = scan_lines(path).with_row_index("number", offset=1).select("number", fields=fields, empty=empty)
+    if table.header:
+        head = lines.head(1).collect()
+        expected = head["fields"][0] if head.height else None
+        lines = lines.slice(1)
+    else:
+        expected = len(table.columns)
+    bad = ~pl.col("empty") & pl.col("fields").is_not_null() & (pl.col("fields") != expected)
+    found = lines.select(empty=pl.col("empty").sum(), line=pl.col("number").filter(bad).first(),
+                         fields=pl.col("fields").filter(bad).first()).collect(engine="streaming")
+    if expected is not None and found["line"][0] is not None:
+        raise DataError(f"{shown} line {found['line'][0]}: expected {expected} fields separated by "
+                        f"{separator!r}, found {found['fields'][0]}: fix or remove the line")
+    return int(found["empty"][0])
+
+
+def not_utf8_line(path: Path) -> str:
+    """" line N" of the first line of `path` that is not UTF-8 ("" where it cannot be found)."""
+    try:
+        found = (scan_lines(path, "utf8-lossy").with_row_index("number", offset=1)
+                 .filter(pl.col(LINE).str.contains("\ufffd", literal=True)).head(1).collect())
+    except pl.exceptions.PolarsError:
         return ""
-    lines = pl.scan_csv(utf8_copy(table, path, workdir), separator="\x1f", has_header=False, quote_char=None,
-                        new_columns=[LINE], infer_schema=False, null_values=None)
-    counts = lines.with_row_index("number", offset=1).select(
-        "number", fields=pl.col(LINE).str.count_matches(table.separator, literal=True) + 1)
-    expected = counts.head(1).collect()["fields"]
-    if expected.is_empty():
-        return ""
-    bad = counts.filter(pl.col("fields") != expected[0]).head(1).collect()
-    if bad.is_empty():
-        return ""
-    return (f"{path.name} line {bad['number'][0]}: expected {expected[0]} fields separated by "
-            f"{table.separator!r}, found {bad['fields'][0]}")
+    return f" line {found['number'][0]}" if found.height else ""
 
 
 @contextmanager
-def reading(card: Card, raw_dir: Path, workdir: Path) -> Iterator[None]:
-    """Turns a polars read error into one line naming the file and line where that can be found."""
+def reading(card: Card) -> Iterator[None]:
+    """Turns what polars finds unreadable later on (a damaged Parquet page, a stray quote) into one line."""
     try:
         yield
-    except pl.exceptions.PolarsError as error:
-        for table in card.tables:
-            found = first_malformed_line(table, table_path(card, table, raw_dir), workdir)
-            if found:
-                raise DataError(f"{card.where}: {found}") from None
-        raise DataError(f"{card.where}: cannot read the tables: {str(error).splitlines()[0]}") from None
+    except (pl.exceptions.PolarsError, OSError) as error:
+        files = ", ".join(table.path for table in card.tables)
+        raise DataError(f"{card.where}: cannot read {files}: {first_line(error)}") from None
 
 
 # --------------------------------------------------------------------------- label, time, scenario
@@ -510,13 +606,13 @@ def label_value(label: Label) -> pl.Expr:
     raw = pl.col(label.column).cast(pl.String).str.strip_chars()
     if isinstance(label.positive, tuple):
         if all(is_number(value) for value in label.positive):
-            hit = raw.cast(pl.Float64, strict=False).is_in([float(v) for v in label.positive])
+            hit = finite(raw).is_in([float(v) for v in label.positive])
         else:
             hit = raw.is_in([str(value) for value in label.positive])
     else:
         symbol, operand = parse_comparison(label.positive)
         if is_number(operand):
-            hit = OPERATORS[symbol](raw.cast(pl.Float64, strict=False), float(operand))
+            hit = OPERATORS[symbol](finite(raw), float(operand))
         else:
             hit = OPERATORS[symbol](raw, operand)
     return hit.cast(pl.Int8)
@@ -531,10 +627,12 @@ def is_number(value: object) -> bool:
 
 
 def time_value(split: SplitRule) -> pl.Expr:
-    """The time column as integer ticks (seconds, or milliseconds for "ms"); null where it does not parse."""
+    """The time column as integer ticks (seconds, or milliseconds for "ms"); null where it does not parse
+    or lies beyond what 64-bit ticks hold (inf, 1e308)."""
     raw = pl.col(split.time_column).cast(pl.String).str.strip_chars()
     if split.time_unit in ("s", "ms"):
-        return raw.cast(pl.Float64, strict=False).cast(pl.Int64)
+        number = finite(raw)
+        return pl.when(number.abs() < 2.0 ** 62).then(number).cast(pl.Int64)
     return raw.str.strptime(pl.Datetime("ms"), split.time_unit, strict=False).dt.epoch("s")
 
 
@@ -567,7 +665,7 @@ def scenario_value(scenario: Scenario) -> pl.Expr:
     """The raw scenario name of each row (before small scenarios merge); "missing" where empty."""
     if scenario.buckets:
         edges = list(scenario.buckets.edges)
-        value = (pl.col(scenario.buckets.column).cast(pl.Float64, strict=False)
+        value = (finite(pl.col(scenario.buckets.column))
                  .bin_intervals(edges, labels=bucket_names(edges)).cast(pl.String))
     else:
         value = pl.col(scenario.column).cast(pl.String).str.strip_chars()
@@ -612,14 +710,16 @@ def inspect_card(card: Card, tables: RawTables) -> CardReport:
     if positives in (0, rows - notes["unreadable_label_rows"]):
         raise DataError(f"{card.where} [label]: {card.label.column} {card.label.positive!r} makes "
                         f"{'no' if positives == 0 else 'every'} row positive: the label is not binary")
+    notes["label_values"] = label_values(card, profile, warnings)
     notes["unmatched_rows"] = join_matches(card, profile, rows, warnings)
     notes["unparsable_dense"] = {name: profile[f"dense:{name}"].item() for name in card.features.dense}
-    warnings += [f"dense column {name!r}: {count:,} values do not parse as numbers (counted as missing)"
+    warnings += [f"dense column {name!r}: {count:,} values are not finite numbers (counted as missing)"
                  for name, count in notes["unparsable_dense"].items() if count]
+    notes |= reading_notes(card, tables, warnings)
     split = split_of(card, frame)
     counts = scenario_counts(card, frame, split)
     merged = small_scenarios(counts, card.scenario.min_train_rows)
-    per_scenario = merge_counts(counts, merged)
+    per_scenario = merge_counts(counts, merged, scenario_order(card))
     notes["missing_scenario_rows"] = int(counts.filter(pl.col(SCENARIO_COLUMN) == MISSING_SCENARIO)["rows"].sum())
     return CardReport(rows, split, per_scenario, merged, notes, tuple(warnings))
 
@@ -635,8 +735,10 @@ def readable(card: Card, frame: pl.LazyFrame) -> pl.LazyFrame:
 
 def profile_query(card: Card, frame: pl.LazyFrame) -> pl.LazyFrame:
     label, time_column = label_value(card.label), card.split.time_column
+    raw_label = pl.col(card.label.column).cast(pl.String).str.strip_chars().drop_nulls()
     columns = [pl.len().alias("rows"), label.sum().alias("positives"),
-               *bad_values("label", card.label.column, label),
+               *bad_values("label", card.label.column, label), raw_label.n_unique().alias("label:values"),
+               raw_label.min().alias("label:min"), raw_label.max().alias("label:max"),
                *(pl.col(MATCHED + t.name).null_count().alias(f"unmatched:{t.name}") for t in card.tables[1:]),
                *((pl.col(name).is_not_null() & numeric(name).is_null()).sum().alias(f"dense:{name}")
                  for name in card.features.dense)]
@@ -648,6 +750,30 @@ def profile_query(card: Card, frame: pl.LazyFrame) -> pl.LazyFrame:
 def bad_values(kind: str, column: str, parsed: pl.Expr) -> list[pl.Expr]:
     bad = parsed.is_null()
     return [bad.sum().alias(f"{kind}:bad"), pl.col(column).filter(bad).first().alias(f"{kind}:first")]
+
+
+def label_values(card: Card, profile: pl.DataFrame, warnings: list[str]) -> int:
+    """How many distinct raw labels there are; more than two under an equality (`== 1`, a list of values)
+    turns every value but the positive ones negative, which is worth a word (a threshold means it)."""
+    values, positive = profile["label:values"].item(), card.label.positive
+    if values > 2 and (isinstance(positive, tuple) or parse_comparison(positive)[0] in ("==", "!=")):
+        warnings.append(f"label {card.label.column!r} has {values:,} distinct values (from "
+                        f"{profile['label:min'].item()!r} to {profile['label:max'].item()!r}): positive "
+                        f"{positive!r} makes every other value negative; list the positive values if "
+                        f"more than one is")
+    return int(values)
+
+
+def reading_notes(card: Card, tables: RawTables, warnings: list[str]) -> dict[str, object]:
+    """What reading the files skipped or chose: empty lines, repeated join keys, columns named twice."""
+    warnings += [f"{name}: {count:,} empty lines skipped" for name, count in tables.empty_lines.items()]
+    warnings += [f"{count:,} rows of {tables.paths[name].name} repeat a join key of the rows before them: "
+                 f"each fact row is joined with the first row of its key only" for name, count
+                 in tables.duplicate_keys.items()]
+    warnings += [f"column {name!r} is named more than once in the tables: the first one (fact table first) "
+                 f"is read" for name in tables.shadowed]
+    return {"empty_lines": tables.empty_lines, "duplicate_join_rows": tables.duplicate_keys,
+            "columns_named_twice": list(tables.shadowed)}
 
 
 def tolerated(card: Card, profile: pl.DataFrame, kind: str, column: str, rows: int) -> int:
@@ -759,11 +885,18 @@ def merged_scenario(merged: tuple[str, ...]) -> pl.Expr:
     return pl.when(column.is_in(list(merged))).then(pl.lit(OTHER_SCENARIO)).otherwise(column).alias(SCENARIO_COLUMN)
 
 
-def merge_counts(counts: pl.DataFrame, merged: tuple[str, ...]) -> pl.DataFrame:
+def merge_counts(counts: pl.DataFrame, merged: tuple[str, ...], order: tuple[str, ...]) -> pl.DataFrame:
+    rank = pl.col(SCENARIO_COLUMN).replace_strict(order, range(len(order)), default=len(order),
+                                                  return_dtype=pl.Int64)
     return (counts.with_columns(merged_scenario(merged))
             .group_by(SCENARIO_COLUMN, SPLIT_COLUMN)
             .agg(pl.col("rows").sum(), pl.col("positives").sum(), pl.col("first").min(), pl.col("last").max())
-            .sort(SCENARIO_COLUMN, SPLIT_COLUMN, nulls_last=True).rename({SPLIT_COLUMN: "split"}))
+            .sort(rank, SCENARIO_COLUMN, SPLIT_COLUMN, nulls_last=True).rename({SPLIT_COLUMN: "split"}))
+
+
+def scenario_order(card: Card) -> tuple[str, ...]:
+    """Bucketed scenarios in the order of their edges (`<25`, `25-35`, ...), not as text sorts them."""
+    return tuple(bucket_names(list(card.scenario.buckets.edges))) if card.scenario.buckets else ()
 
 
 # ---------------------------------------------------------------------------------------- preparing
@@ -779,6 +912,7 @@ def card_spec(card: Card, tables: RawTables, report: CardReport, name: str | Non
         sequences=tuple(SequenceColumn(s.name, s.from_, s.max_len) for s in features.sequence),
         split=report.split, user=features.user, fingerprint=tables.fingerprint(),
         merged_scenarios=report.merged, notes={"card": card.name, **report.notes},
+        scenario_order=scenario_order(card),
     )
 
 
@@ -815,7 +949,7 @@ def opened(card: Card, raw_dir: Path, work_parent: Path | None = None) -> Iterat
         Path(work_parent).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".card-", dir=work_parent) as scratch:
         workdir = Path(scratch)
-        with reading(card, raw_dir, workdir):
+        with reading(card):
             yield raw_tables(card, raw_dir, workdir), workdir
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mscbench.data.card import COMPRESSED_SUFFIXES, TEXT_SUFFIXES
+from mscbench.data.card import looks_like_parquet
 from mscbench.data.errors import DataError
 
 SNIFF_ROWS = 10_000  # rows read to guess types and cardinalities
@@ -29,13 +29,9 @@ def sniff(path: Path) -> Sniffed:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist")
-    stem = path.name.lower().removesuffix(".gz").removesuffix(".zst")
-    if stem.endswith(".parquet"):
+    if looks_like_parquet(path):
         frame = pl.scan_parquet(path).head(SNIFF_ROWS).collect()
         return Sniffed("", True, frame.with_columns(pl.all().cast(pl.String)))
-    if not stem.endswith(TEXT_SUFFIXES):
-        raise DataError(f"{path}: expected .csv, .tsv, .txt, .dat or .parquet (optionally "
-                        f"{' or '.join(COMPRESSED_SUFFIXES)})")
     lines = pl.read_csv(path, separator="\x1f", has_header=False, quote_char=None, n_rows=20,
                         infer_schema=False, new_columns=["line"])["line"].to_list()
     separator = max(SEPARATORS, key=lambda s: consistent_fields(lines, s))

@@ -7,10 +7,14 @@ Ids are contiguous integers built from the training split only: 0 is padding, 1 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mscbench.data.errors import DataError
 from mscbench.files import write_atomic
 
 MANIFEST_FILE = "manifest.json"
@@ -92,21 +96,55 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Manifest:
+        if not isinstance(raw, dict) or raw.get("schema") != MANIFEST_SCHEMA:
+            schema = raw.get("schema") if isinstance(raw, dict) else None
+            raise ValueError(f"manifest schema {schema!r} is not {MANIFEST_SCHEMA}")
+        if not conforms(raw, cls):
+            raise ValueError("its contents do not match the manifest's fields and types")
         raw = dict(raw)
-        if raw.get("schema") != MANIFEST_SCHEMA:
-            raise ValueError(f"manifest schema {raw.get('schema')!r} is not {MANIFEST_SCHEMA}: re-run prepare")
         raw["sparse"] = [SparseFeature(**f) for f in raw["sparse"]]
         raw["sequences"] = [SequenceFeature(**f) for f in raw["sequences"]]
         raw["scenario"] = ScenarioInfo(**raw["scenario"])
-        return cls(**raw)
+        manifest = cls(**raw)
+        scenario = manifest.scenario
+        if any(len(counts.get(split, [])) != scenario.count for counts in (scenario.rows, scenario.positives)
+               for split in SPLITS):
+            raise ValueError("its row counts do not match its scenarios")
+        return manifest
+
+
+def conforms(value: object, hint: object) -> bool:
+    """Whether JSON `value` fits the type `hint` (a dataclass, list, dict, union, str, int, ...)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(conforms(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(conforms(k, args[0]) and conforms(v, args[1])
+                                               for k, v in value.items())
+    if dataclasses.is_dataclass(hint):
+        fields = {f.name: f for f in dataclasses.fields(hint)}
+        hints = typing.get_type_hints(hint)
+        required = {name for name, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        return (isinstance(value, dict) and required <= set(value) <= set(fields)
+                and all(conforms(item, hints[name]) for name, item in value.items()))
+    if hint is object:
+        return True
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is None or hint is type(None):
+        return value is None
+    return isinstance(value, hint)
 
 
 def read_manifest(directory: Path) -> Manifest:
     path = Path(directory) / MANIFEST_FILE
     try:
         return Manifest.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError) as error:
-        raise ValueError(f"{path} is corrupt ({error}): re-run `mscbench prepare`") from error
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        raise DataError(f"{path} is corrupt ({error}): re-run `mscbench prepare`") from None
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class TrainingStatistics:
     vocabularies: dict[str, pl.Series]  # sparse column -> raw values in id order (from FIRST_ID)
     dense_mean: dict[str, float]
     dense_std: dict[str, float]
+    dense_scale: dict[str, float]  # a power of two near the column's largest magnitude (see `dense_scales`)
 
 
 def dataset_dir(data_dir: Path, name: str, variant: str = DEFAULT_VARIANT) -> Path:
@@ -102,13 +104,16 @@ def find_prepared(data_dir: Path, dataset: str) -> Path:
     if not variant and variants:
         raise DataError(f"dataset {name!r} has several prepared variants ({', '.join(variants)}): "
                         f"name one as {name}/VARIANT")
+    manifest = dataset_dir(data_dir, name, variant or DEFAULT_VARIANT) / MANIFEST_FILE
+    if manifest.is_file():
+        read_manifest(manifest.parent)  # not listed because it is corrupt: say so
     raise DataError(f"dataset {dataset!r} is not prepared in {data_dir}: run `mscbench prepare {name}`")
 
 
 def prepare_synthetic(data_dir: Path, rows: int | None = None, scenarios: int = 5, seed: int = 0,
                       progress: Progress | None = None) -> PrepareResult:
     """Generate and prepare the synthetic dataset (variant "default" for the default arguments)."""
-    params = SyntheticParams(rows or DEFAULT_ROWS, scenarios, seed)
+    params = SyntheticParams(DEFAULT_ROWS if rows is None else rows, scenarios, seed)
     report = progress or ignore
 
     def load() -> pl.LazyFrame:
@@ -152,7 +157,10 @@ def ignore(message: str) -> None:
 
 def spec_digest(spec: DatasetSpec) -> str:
     """Identifies everything in the spec but the raw input (which its fingerprint identifies)."""
-    return hashlib.sha256(repr(dataclasses.replace(spec, fingerprint={})).encode()).hexdigest()[:16]
+    text = repr(dataclasses.replace(spec, fingerprint={}))
+    if spec.scenario_order:
+        text += f" scenario_order={spec.scenario_order!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def fresh_staging(target: Path) -> Path:
@@ -224,8 +232,14 @@ def binary_label(spec: DatasetSpec) -> pl.Expr:
 
 
 def numeric(name: str) -> pl.Expr:
-    """A dense column as floats; values that are NaN or do not parse count as missing."""
-    return pl.col(name).cast(pl.Float64, strict=False).fill_nan(None)
+    """A dense column as floats; values that do not parse, NaN and infinities count as missing."""
+    return finite(pl.col(name))
+
+
+def finite(values: pl.Expr) -> pl.Expr:
+    """`values` as floats where they are finite numbers, else null."""
+    number = values.cast(pl.Float64, strict=False)
+    return pl.when(number.is_finite()).then(number)
 
 
 def training_statistics(frame: pl.LazyFrame, spec: DatasetSpec) -> TrainingStatistics:
@@ -233,20 +247,37 @@ def training_statistics(frame: pl.LazyFrame, spec: DatasetSpec) -> TrainingStati
     train = frame.filter(pl.col(SPLIT_COLUMN) == "train")
     label = binary_label(spec)
     counts_query = frame.group_by(SPLIT_COLUMN, spec.scenario).agg(
-        rows=pl.len(), positives=label.sum(), not_binary=(~label.is_in([0.0, 1.0]).fill_null(False)).sum())
-    dense_query = train.select(*(numeric(name).mean().alias(f"mean:{name}") for name in spec.dense),
-                               *(numeric(name).std(ddof=0).alias(f"std:{name}") for name in spec.dense))
+        rows=pl.len(), positives=label.sum(), not_binary=(~label.is_in([0.0, 1.0]).fill_null(False)).sum(),
+        **{f"largest:{name}": numeric(name).abs().max() for name in spec.dense})
     tables = [column.name for column in spec.sparse] + [s.name for s in spec.sequences if s.target is None]
-    queries = [counts_query, dense_query, *(vocabulary_query(train, spec, table) for table in tables)]
     # one at a time: queries collected together share their input, which polars then caches whole
-    counts, dense, *vocabularies = [query.collect(engine="streaming") for query in queries]
+    counts = counts_query.collect(engine="streaming")
+    scale = dense_scales(counts, spec)
+    dense_query = train.select(*(scaled(name, scale).mean().alias(f"mean:{name}") for name in spec.dense),
+                               *(scaled(name, scale).std(ddof=0).alias(f"std:{name}") for name in spec.dense))
+    dense, *vocabularies = [query.collect(engine="streaming")
+                            for query in [dense_query, *(vocabulary_query(train, spec, table) for table in tables)]]
     scenarios = checked_counts(counts, spec)
     return TrainingStatistics(
         counts=counts, scenarios=scenarios,
         vocabularies={table: values["value"] for table, values in zip(tables, vocabularies)},
-        dense_mean={name: dense[f"mean:{name}"].item() or 0.0 for name in spec.dense},
-        dense_std={name: dense[f"std:{name}"].item() or 1.0 for name in spec.dense},
+        dense_mean={name: (dense[f"mean:{name}"].item() or 0.0) * scale[name] for name in spec.dense},
+        dense_std={name: (dense[f"std:{name}"].item() or 0.0) * scale[name] or 1.0 for name in spec.dense},
+        dense_scale=scale,
     )
+
+
+def dense_scales(counts: pl.DataFrame, spec: DatasetSpec) -> dict[str, float]:
+    """Per dense column, the largest power of two at or below its largest magnitude. Statistics are computed
+    on values divided by it (then within +-2), so that sums of values near 1e308 (or of their squares) cannot
+    overflow; dividing by a power of two is exact, so ordinary values get the very numbers they would get
+    undivided."""
+    largest = {name: counts[f"largest:{name}"].max() for name in spec.dense}
+    return {name: math.ldexp(1.0, math.frexp(value)[1] - 1) if value else 1.0 for name, value in largest.items()}
+
+
+def scaled(name: str, scale: dict[str, float]) -> pl.Expr:
+    return numeric(name) / scale[name]
 
 
 def vocabulary_query(train: pl.LazyFrame, spec: DatasetSpec, table: str) -> pl.LazyFrame:
@@ -260,7 +291,8 @@ def vocabulary_query(train: pl.LazyFrame, spec: DatasetSpec, table: str) -> pl.L
 
 
 def checked_counts(counts: pl.DataFrame, spec: DatasetSpec) -> list:
-    """The sorted raw scenario values, after checking the label, the scenarios and the training split."""
+    """The raw scenario values (`spec.scenario_order` first, then sorted), after checking the label, the
+    scenarios and the training split."""
     not_binary = counts["not_binary"].sum()
     if not_binary:
         raise DataError(f"{spec.name}: label column {spec.label!r} has {not_binary} values other than 0 "
@@ -271,7 +303,8 @@ def checked_counts(counts: pl.DataFrame, spec: DatasetSpec) -> list:
     if counts.filter(pl.col(SPLIT_COLUMN) == "train").is_empty():
         raise DataError(f"{spec.name}: the split {spec.split.describe()} leaves no training rows: "
                         f"check its boundaries")
-    return counts[spec.scenario].unique().sort().to_list()
+    rank = {name: index for index, name in enumerate(spec.scenario_order)}
+    return sorted(counts[spec.scenario].unique().sort().to_list(), key=lambda value: rank.get(value, len(rank)))
 
 
 def encode(frame: pl.LazyFrame, spec: DatasetSpec, statistics: TrainingStatistics) -> pl.LazyFrame:
@@ -283,8 +316,7 @@ def encode(frame: pl.LazyFrame, spec: DatasetSpec, statistics: TrainingStatistic
         position(pl.col(spec.scenario), pl.Series(statistics.scenarios), strict=True),
         binary_label(spec).cast(pl.Float32),
         *(encoded_ids(pl.col(column.name), vocabularies[column.name]) for column in spec.sparse),
-        *(((numeric(name) - statistics.dense_mean[name]) / statistics.dense_std[name])
-          .fill_null(0.0).cast(pl.Float32) for name in spec.dense),
+        *(standardised(name, statistics).fill_null(0.0).cast(pl.Float32) for name in spec.dense),
         *(left_padded(pl.col(sequence.name).list.tail(length)
                       .list.eval(encoded_ids(pl.element(), vocabularies[sequence.table])), length)
           .alias(sequence.name) for sequence in spec.sequences),
@@ -297,6 +329,13 @@ def encode(frame: pl.LazyFrame, spec: DatasetSpec, statistics: TrainingStatistic
     if spec.oracle:
         columns.append(pl.col(spec.oracle).cast(pl.Float64))
     return frame.select(columns)
+
+
+def standardised(name: str, statistics: TrainingStatistics) -> pl.Expr:
+    """(value - mean) / std, computed on values divided by the column's scale (exact, and cannot overflow)."""
+    scale = statistics.dense_scale[name]
+    return ((scaled(name, statistics.dense_scale) - statistics.dense_mean[name] / scale)
+            / (statistics.dense_std[name] / scale)).alias(name)
 
 
 def encoded_ids(values: pl.Expr, vocabulary: pl.Series) -> pl.Expr:

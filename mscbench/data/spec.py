@@ -132,7 +132,7 @@ class ColumnSplit:
 class DatasetSpec:
     name: str
     label: str  # 0/1 column
-    scenario: str  # categorical column; scenario ids follow its sorted raw values
+    scenario: str  # categorical column; scenario ids follow its sorted raw values (`scenario_order` first)
     sparse: tuple[SparseColumn, ...]
     split: Split
     dense: tuple[str, ...] = ()  # numeric columns, standardised with training statistics
@@ -145,6 +145,9 @@ class DatasetSpec:
     fingerprint: dict[str, str] = field(default_factory=dict)  # identifies the raw input
     merged_scenarios: tuple[str, ...] = ()  # raw values already merged into "other" (too few training rows)
     notes: dict[str, object] = field(default_factory=dict)  # facts about the raw input for the manifest
+    # scenario values that come first, in this order (buckets by their edges); out of repr, so that the
+    # digest of a spec without one stays what it was (`prepare.spec_digest` adds it where given)
+    scenario_order: tuple[str, ...] = field(default=(), repr=False)
 
     def columns(self) -> list[str]:
         """Every raw column the spec reads."""
