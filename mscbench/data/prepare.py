@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import math
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from mscbench.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from mscbench.data.sources.synthetic import DEFAULT_ROWS, SyntheticParams, generate, synthetic_spec
+from mscbench.data.sources.synthetic import DEFAULT_ROWS, SyntheticParams, generate_in_chunks, synthetic_spec
 from mscbench.data.spec import SPLIT_COLUMN, DatasetSpec
 
 PREPARER_VERSION = "1"
@@ -115,12 +116,18 @@ def prepare_synthetic(data_dir: Path, rows: int | None = None, scenarios: int = 
     """Generate and prepare the synthetic dataset (variant "default" for the default arguments)."""
     params = SyntheticParams(DEFAULT_ROWS if rows is None else rows, scenarios, seed)
     report = progress or ignore
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".synthetic-", dir=data_dir) as scratch:
 
-    def load() -> pl.LazyFrame:
-        report(f"generating {params.rows:,} synthetic impressions")
-        return generate(params).lazy()
+        def load() -> pl.LazyFrame:
+            """The generated log written frame by frame (bounded memory), then read back as one stream."""
+            report(f"generating {params.rows:,} synthetic impressions")
+            frames = generate_in_chunks(params)[0]  # the logit's parts are not kept
+            for number, frame in enumerate(frames):
+                frame.write_parquet(Path(scratch) / f"{number:06d}.parquet")
+            return pl.scan_parquet(Path(scratch) / "*.parquet")
 
-    return prepare(synthetic_spec(params), load, data_dir, progress)
+        return prepare(synthetic_spec(params), load, data_dir, progress)
 
 
 def prepare_synthetic_source(raw_dir: Path | None, data_dir: Path, progress: Progress | None = None,

@@ -39,6 +39,7 @@ for the small scenarios, s4 then s3: with the default arguments, dropping it fro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -70,6 +71,7 @@ MISSING_PRICE = 0.03
 # strength): sets the oracle AUCs near 0.75 and how much each part matters.
 PART_STD = {"shared": 0.65, "group": 0.4, "specific": 0.45, "sequence": 0.4}
 RECENCY_DAYS = 2.0  # behaviour weight decays as exp(-age / RECENCY_DAYS)
+CHUNK_ROWS = 1 << 18  # impressions per chunk of the sequence work and of the written frames
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,9 @@ class Impressions:
     hour: np.ndarray
     device: np.ndarray
 
+    def __getitem__(self, rows: slice | np.ndarray) -> Impressions:
+        return Impressions(*(getattr(self, f.name)[rows] for f in fields(Impressions)))
+
 
 def make_impressions(rng: np.random.Generator, params: SyntheticParams, population: Population,
                      catalogue: Catalogue, model: HiddenModel) -> Impressions:
@@ -302,9 +307,17 @@ def make_impressions(rng: np.random.Generator, params: SyntheticParams, populati
     diurnal = 1.0 + 0.8 * np.sin((np.arange(24) - 13) * np.pi / 12)
     hour = rng.choice(24, rows, p=diurnal / diurnal.sum())
     time = rng.integers(0, DAYS, rows) * DAY_SECONDS + hour * 3600 + rng.integers(0, 3600, rows)
-    device_draw = rng.random(rows)[:, None] > np.cumsum(model.device_mix, axis=1)[scenario]
-    device = device_draw.sum(1).clip(max=DEVICES - 1)
+    device_draw = rng.random(rows)
+    mix = np.cumsum(model.device_mix, axis=1)
+    device = np.concatenate([(device_draw[part][:, None] > mix[scenario[part]]).sum(1).clip(max=DEVICES - 1)
+                             for part in chunks(rows)])  # by chunks: [rows, DEVICES] at once is large
     return Impressions(scenario, user, item, time, hour, device)
+
+
+def chunks(rows: int) -> list[slice]:
+    """Consecutive slices of at most CHUNK_ROWS rows: the per-row work that needs [rows, L] arrays runs on one
+    at a time, so that memory does not grow with those arrays."""
+    return [slice(start, min(start + CHUNK_ROWS, rows)) for start in range(0, rows, CHUNK_ROWS)]
 
 
 def scaled(values: np.ndarray, std: float, block: np.ndarray) -> np.ndarray:
@@ -319,9 +332,46 @@ def standardised(values: np.ndarray) -> np.ndarray:
     return (values - np.nanmean(values)) / np.nanstd(values)
 
 
-def logit_parts(model: HiddenModel, impressions: Impressions, population: Population, catalogue: Catalogue,
-                sequence_similarity: np.ndarray) -> dict[str, np.ndarray]:
-    """The terms of the hidden logit (without the scenario bias), each [N]."""
+@dataclass(frozen=True)
+class World:
+    """Everything drawn before the clicks, impressions in time order."""
+
+    params: SyntheticParams
+    catalogue: Catalogue
+    population: Population
+    model: HiddenModel
+    log: BehaviourLog
+    impressions: Impressions
+
+
+def draw_world(rng: np.random.Generator, params: SyntheticParams) -> World:
+    catalogue = make_catalogue(rng, params.items)
+    population = make_population(rng, params, catalogue)
+    model = make_hidden_model(rng, params)
+    log = make_behaviours(rng, population, catalogue)
+    impressions = make_impressions(rng, params, population, catalogue, model)
+    return World(params, catalogue, population, model, log,
+                 impressions[np.argsort(impressions.time, kind="stable")])
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Each impression's last behaviours, left-padded [N, L]: items, seconds before it, present or not."""
+
+    history: np.ndarray
+    gap: np.ndarray
+    present: np.ndarray
+
+
+def sequences(world: World, impressions: Impressions) -> Sequences:
+    index, present = last_behaviours(world.log, impressions.user, impressions.time)
+    gap = impressions.time[:, None] - world.log.time[index]  # [N, L] seconds, > 0 where present
+    return Sequences(world.log.item[index], gap, present)
+
+
+def unscaled_parts(world: World, impressions: Impressions, sequence: Sequences) -> dict[str, np.ndarray]:
+    """The terms of the hidden logit before scaling (the specific part before its strength), each [N]."""
+    model, population, catalogue = world.model, world.population, world.catalogue
     s, u, i = impressions.scenario, impressions.user, impressions.item
     category, latent, group = catalogue.category[i], catalogue.latent[i], model.group[s]
     shared = ((population.latent[u] * latent).sum(1) + model.user_bias[u] + model.item_bias[i]
@@ -333,11 +383,24 @@ def logit_parts(model: HiddenModel, impressions: Impressions, population: Popula
     group_part = (model.group_direction[group] * latent).sum(1) + model.group_category[group, category]
     specific = ((model.specific_direction[s] * latent).sum(1) + model.specific_category[s, category]
                 + model.specific_device[s, impressions.device])
+    similarity = sequence_similarity(catalogue, i, sequence.history, sequence.present, sequence.gap)
+    return {"shared": shared, "group": group_part, "specific": specific, "sequence": similarity}
+
+
+def logit_parts(world: World) -> dict[str, np.ndarray]:
+    """The terms of the hidden logit (without the scenario bias), each [N]; the sequences are built chunk
+    by chunk, the scaling sees every row."""
+    raw = {name: np.empty(world.params.rows) for name in PART_STD}
+    for rows in chunks(world.params.rows):
+        impressions = world.impressions[rows]
+        for name, values in unscaled_parts(world, impressions, sequences(world, impressions)).items():
+            raw[name][rows] = values
+    s = world.impressions.scenario
     everywhere = np.zeros_like(s)
-    return {"shared": scaled(shared, PART_STD["shared"], everywhere),
-            "group": scaled(group_part, PART_STD["group"], everywhere),
-            "specific": model.strength[s] * scaled(specific, PART_STD["specific"], s),
-            "sequence": scaled(sequence_similarity, PART_STD["sequence"], everywhere)}
+    return {"shared": scaled(raw.pop("shared"), PART_STD["shared"], everywhere),
+            "group": scaled(raw.pop("group"), PART_STD["group"], everywhere),
+            "specific": world.model.strength[s] * scaled(raw.pop("specific"), PART_STD["specific"], s),
+            "sequence": scaled(raw.pop("sequence"), PART_STD["sequence"], everywhere)}
 
 
 def sequence_similarity(catalogue: Catalogue, item: np.ndarray, history: np.ndarray, present: np.ndarray,
@@ -374,25 +437,24 @@ def generate(params: SyntheticParams = SyntheticParams()) -> pl.DataFrame:
 
 def generate_with_parts(params: SyntheticParams) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
     """The raw log and, aligned with its rows, the hidden logit's parts (their sum is the logit)."""
+    frames, parts = generate_in_chunks(params)
+    return pl.concat(list(frames)), parts
+
+
+def generate_in_chunks(params: SyntheticParams) -> tuple[Iterator[pl.DataFrame], dict[str, np.ndarray]]:
+    """The raw log as consecutive frames of at most CHUNK_ROWS rows (built as they are taken), and the
+    logit's parts. Every random number is drawn here, in the same order whatever the chunk size; the
+    frames only gather what was drawn, so writing them one at a time keeps memory bounded."""
     rng = np.random.default_rng(params.seed)
-    catalogue = make_catalogue(rng, params.items)
-    population = make_population(rng, params, catalogue)
-    model = make_hidden_model(rng, params)
-    log = make_behaviours(rng, population, catalogue)
-    impressions = make_impressions(rng, params, population, catalogue, model)
-    order = np.argsort(impressions.time, kind="stable")
-    impressions = Impressions(*(getattr(impressions, f.name)[order] for f in fields(Impressions)))
-    index, present = last_behaviours(log, impressions.user, impressions.time)
-    gap = impressions.time[:, None] - log.time[index]  # [N, L] seconds, > 0 where present
-    history = log.item[index]
-    parts = logit_parts(model, impressions, population, catalogue,
-                        sequence_similarity(catalogue, impressions.item, history, present, gap))
+    world = draw_world(rng, params)
+    parts = logit_parts(world)
     logit = sum(parts.values())
-    parts["bias"] = calibrated_bias(logit, impressions.scenario, model.ctr)[impressions.scenario]
+    parts["bias"] = calibrated_bias(logit, world.impressions.scenario, world.model.ctr)[world.impressions.scenario]
     probability = sigmoid(parts["bias"] + logit)
     click = rng.random(params.rows) < probability
-    frame = raw_frame(params, impressions, population, catalogue, history, gap, present, probability, click)
-    return frame, parts
+    frames = (raw_frame(world, world.impressions[rows], probability[rows], click[rows])
+              for rows in chunks(params.rows))
+    return frames, parts
 
 
 def ragged(values: np.ndarray, present: np.ndarray) -> pl.Series:
@@ -402,11 +464,11 @@ def ragged(values: np.ndarray, present: np.ndarray) -> pl.Series:
     return frame.select(kept).to_series()
 
 
-def raw_frame(params: SyntheticParams, impressions: Impressions, population: Population,
-              catalogue: Catalogue, history: np.ndarray, gap: np.ndarray, present: np.ndarray,
-              probability: np.ndarray, click: np.ndarray) -> pl.DataFrame:
+def raw_frame(world: World, impressions: Impressions, probability: np.ndarray, click: np.ndarray) -> pl.DataFrame:
     u, i = impressions.user, impressions.item
-    names = np.array(scenario_names(params.scenarios))
+    population, catalogue = world.population, world.catalogue
+    sequence = sequences(world, impressions)
+    names = np.array(scenario_names(world.params.scenarios))
     return pl.DataFrame({
         "scenario": names[impressions.scenario],
         "day": impressions.time // DAY_SECONDS + 1,
@@ -420,9 +482,9 @@ def raw_frame(params: SyntheticParams, impressions: Impressions, population: Pop
         "hour": impressions.hour // HOUR_BUCKET,
         "price": pl.Series(catalogue.price[i], nan_to_null=True),
         "user_activity": population.activity[u],
-        "hist_item": ragged(history, present),
-        "hist_category": ragged(catalogue.category[history], present),
-        "hist_gap": ragged(gap, present),
+        "hist_item": ragged(sequence.history, sequence.present),
+        "hist_category": ragged(catalogue.category[sequence.history], sequence.present),
+        "hist_gap": ragged(sequence.gap, sequence.present),
         "click": click.astype(np.int8),
         "true_prob": probability,
     })
