@@ -16,29 +16,12 @@ from rich.console import Console
 from mscbench import cli as cli_module
 from mscbench.cli import main
 from mscbench.data.prepare import list_prepared
-from tests.data.test_card_input import zstd_frame
+from tests.data.test_card_input import CARD, zstd_frame
 
 CASES = 240
 SEED = 16
 HEADER = ["user_id", "item_id", "clicked", "country", "price", "ts"]
-CARD = """\
-name = "fuzz"
-[tables.events]
-path = "{path}"
-separator = "{separator}"
-[label]
-column = "clicked"
-[scenario]
-column = "country"
-[features]
-sparse = ["user_id", "item_id"]
-dense = ["price"]
-[split]
-by = "time"
-time_column = "ts"
-test_fraction = 0.2
-valid_fraction = 0.2
-"""
+FUZZ_CARD = CARD.replace('path = "PATH"', 'path = "PATH"\nseparator = "SEPARATOR"')
 ODD_VALUES = ["inf", "-inf", "nan", "NaN", "1e999", "-1e308", "1.7976931348623157e308", "", " ", "x", '"', "é",
               "0x10", "1,5", "\x00", "\ufeff", "null", "9" * 40]
 
@@ -115,12 +98,12 @@ def test_malformed_files_stop_with_one_line_or_prepare_completely(tmp_path, caps
         raw.mkdir(parents=True)
         encoded, name, separator = mutated(rng)
         (raw / name).write_bytes(encoded)
-        card = root / "fuzz.toml"
-        card.write_text(CARD.format(path=name, separator=separator.replace("\t", "\\t")))
+        card = root / "shop.toml"
+        card.write_text(FUZZ_CARD.replace("PATH", name).replace("SEPARATOR", separator.replace("\t", "\\t")))
         before = tree(root, data)
         codes = []
         for args in (["card", "check", card, "--raw-dir", raw],
-                     ["prepare", "fuzz", "--card", card, "--raw-dir", raw, "--data-dir", data]):
+                     ["prepare", "shop", "--card", card, "--raw-dir", raw, "--data-dir", data]):
             codes.append(main([str(arg) for arg in args]))
             err = capsys.readouterr().err
             assert codes[-1] in (0, 2), (case, name, encoded[:200])
@@ -131,7 +114,7 @@ def test_malformed_files_stop_with_one_line_or_prepare_completely(tmp_path, caps
         if codes[1] == 0:
             (_, _, manifest), = prepared
             for split in ("train", "valid", "test"):
-                assert pl.read_parquet(data / "fuzz" / "default" / f"{split}.parquet").height == manifest.rows(split)
+                assert pl.read_parquet(data / "shop" / "default" / f"{split}.parquet").height == manifest.rows(split)
         else:
             assert prepared == [] and not any(p.is_file() for p in data.rglob("*")), case
         assert codes[0] == codes[1], (case, codes)  # `card check` and prepare agree
