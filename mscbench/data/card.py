@@ -543,6 +543,8 @@ def line_check(table: Table, path: Path, shown: Path) -> int:
     except pl.exceptions.ComputeError as error:
         if "utf-8" not in str(error).lower():
             raise
+        if first_bytes(path, 2) in (b"\xff\xfe", b"\xfe\xff"):
+            raise DataError(f"{shown} is UTF-16 text: convert it to UTF-8 (iconv -f utf-16 -t utf-8)") from None
         raise DataError(f"{shown}{not_utf8_line(path)} is not UTF-8 text: set encoding = \"latin1\" in "
                         f"[tables.{table.name}], or convert the file to UTF-8") from None
     except OSError as error:
@@ -569,10 +571,10 @@ def checked_lines(table: Table, path: Path, shown: Path) -> int:
         lines = lines.slice(1)
     else:
         expected = len(table.columns)
-    bad = ~pl.col("empty") & pl.col("fields").is_not_null() & (pl.col("fields") != expected)
+    bad = ~pl.col("empty") & (pl.col("fields") != pl.lit(expected, pl.UInt32)).fill_null(False)
     found = lines.select(empty=pl.col("empty").sum(), line=pl.col("number").filter(bad).first(),
                          fields=pl.col("fields").filter(bad).first()).collect(engine="streaming")
-    if expected is not None and found["line"][0] is not None:
+    if found["line"][0] is not None:
         raise DataError(f"{shown} line {found['line'][0]}: expected {expected} fields separated by "
                         f"{separator!r}, found {found['fields'][0]}: fix or remove the line")
     return int(found["empty"][0])
