@@ -15,6 +15,7 @@ plans that stream.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -116,16 +117,16 @@ def prepare_synthetic(data_dir: Path, rows: int | None = None, scenarios: int = 
     """Generate and prepare the synthetic dataset (variant "default" for the default arguments)."""
     params = SyntheticParams(DEFAULT_ROWS if rows is None else rows, scenarios, seed)
     report = progress or ignore
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".synthetic-", dir=data_dir) as scratch:
+    with contextlib.ExitStack() as cleanup:
 
         def load() -> pl.LazyFrame:
-            """The generated log written frame by frame (bounded memory), then read back as one stream."""
+            """The generated log written frame by frame (bounded memory) into a scratch folder that lives
+            until the prepared files are written, then read back as one stream."""
             report(f"generating {params.rows:,} synthetic impressions")
-            frames = generate_in_chunks(params)[0]  # the logit's parts are not kept
-            for number, frame in enumerate(frames):
-                frame.write_parquet(Path(scratch) / f"{number:06d}.parquet")
-            return pl.scan_parquet(Path(scratch) / "*.parquet")
+            scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".synthetic-", dir=data_dir)))
+            for number, frame in enumerate(generate_in_chunks(params)[0]):  # the logit's parts are not kept
+                frame.write_parquet(scratch / f"{number:06d}.parquet")
+            return pl.scan_parquet(scratch / "*.parquet")
 
         return prepare(synthetic_spec(params), load, data_dir, progress)
 
