@@ -597,7 +597,8 @@ def reading(card: Card) -> Iterator[None]:
         yield
     except (pl.exceptions.PolarsError, OSError) as error:
         files = ", ".join(table.path for table in card.tables)
-        raise DataError(f"{card.where}: cannot read {files}: {first_line(error)}") from None
+        raise DataError(f"{card.where}: cannot read {files} ({first_line(error)}): a damaged file is best "
+                        f"written or downloaded again") from None
 
 
 # --------------------------------------------------------------------------- label, time, scenario
