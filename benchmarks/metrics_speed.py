@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from mscbench.eval.metrics import evaluate_predictions
+from mscbench.eval.evaluation import evaluate_predictions
 
 
 def predictions(rows: int, users: int, scenarios: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -45,10 +45,10 @@ def main() -> None:
         seconds, best_cpu = time.perf_counter() - started, min(best_cpu, time.process_time() - started_cpu)
         if seconds < best:
             best, load = seconds, os.getloadavg()[0]
-    overall = metrics["overall"]
+    overall = metrics.overall
     print(f"evaluate_predictions: {args.rows:,} predictions, {args.users:,} users, {args.scenarios} scenarios: "
           f"{best:.2f} s wall (load {load:.1f}), {best_cpu:.2f} s CPU, best of {args.repeats}; "
-          f"overall AUC {overall['auc']:.4f}, GAUC {overall['gauc']:.4f}")
+          f"overall AUC {overall.auc:.4f}, GAUC {overall.value('gauc'):.4f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ as a polars DataFrame and the runs as records.
                               settings={"epochs": 2, "shared_bottom.tower": [32]})
     result.table                # polars DataFrame: one row per model, scope (overall, each scenario), metric
     print(result.render("md"))  # the paper-style table; also "csv", "json", "latex", "html"
-    result.runs                 # each run's record (its metrics.json): metrics, settings, timings
+    result.runs                 # each run's record (RunRecord, its metrics.json): metrics, settings, timings
 
     mscbench.train("star", dataset="synthetic", settings={"epochs": 2, "hidden": [64, 32]}).table
 
@@ -29,6 +29,7 @@ from mscbench.experiment.execution import get_or_run
 from mscbench.experiment.planning import plan_run
 from mscbench.experiment.recipes import run_recipe, stale_runs, with_options
 from mscbench.models.base import get_card
+from mscbench.results.record import RunRecord
 from mscbench.results.report import Comparison, compare_runs, label_rate, render, to_frame
 from mscbench.results.significance import BOOTSTRAP_ROUNDS
 from mscbench.results.store import RunStore
@@ -39,7 +40,7 @@ class Result:
     """A comparison of models and the runs behind it."""
 
     comparison: Comparison  # everything the tables show (`render`)
-    runs: list[dict]  # the run records, model by model, seed by seed
+    runs: list[RunRecord]  # the run records, model by model, seed by seed
 
     @property
     def table(self) -> pl.DataFrame:

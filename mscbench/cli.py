@@ -325,10 +325,9 @@ def train(
         return
     print_tables(result.comparison)
     record = result.runs[0]
-    summary = record["training"]
-    console.print(f"run {record['run_id']} in {RunStore(runs_dir).path(record['run_id'])}: "
-                  f"{record['parameters']:,} parameters, {summary['samples_per_second']:,.0f} samples/s, "
-                  f"{summary['epochs_run']} epoch(s)")
+    console.print(f"run {record.run_id} in {RunStore(runs_dir).path(record.run_id)}: "
+                  f"{record.parameters:,} parameters, {record.training.samples_per_second:,.0f} samples/s, "
+                  f"{record.training.epochs_run} epoch(s)")
 
 
 @app.command()
@@ -374,8 +373,8 @@ def compare(
     show(result.comparison, fmt, by, output)
     if plot is not None:
         store = RunStore(runs_dir)
-        paths = write_report(result.comparison, result.runs,
-                             {r["run_id"]: store.history(r["run_id"]) for r in result.runs}, plot)
+        paths = write_report(result.comparison, result.runs, {r.run_id: store.history(r.run_id) for r in result.runs},
+                             plot)
         console.print(f"wrote {len(paths)} files to {plot}: open {paths[-1]}")
 
 
@@ -401,8 +400,8 @@ def plot(
         raise UserError(f"no complete runs in {runs_dir}: run `mscbench compare` first, or name run directories")
     stores = {run_id: store for store, run_id in located}
     records = [store.load(run_id) for store, run_id in located]
-    comparison = compare_runs(records, base or records[0]["model"],
-                              predictions_of=lambda record: stores[record["run_id"]].predictions_of(record))
+    comparison = compare_runs(records, base or records[0].model,
+                              predictions_of=lambda record: stores[record.run_id].predictions_of(record))
     paths = write_report(comparison, records, {run_id: store.history(run_id) for store, run_id in located}, out)
     console.print(f"wrote {len(paths)} files to {out}: open {paths[-1]}")
 

@@ -39,11 +39,11 @@ def test_two_processes_store_one_run_with_the_weights_of_one_process(data_dir, t
     (run_id,) = store.complete_runs()  # the main process wrote the run; the other one nothing
     assert [p.name for p in runs.iterdir() if not p.name.startswith(".")] == [run_id]
     record = store.load(run_id)
-    assert record["config"]["processes"] == 2
+    assert record.config["processes"] == 2
     (epoch,) = store.history(run_id)
     assert 0 < epoch["train_loss"] < 0.69 and epoch["valid_auc"] > 0.55  # finite, and below chance loss
-    assert record["metrics"]["overall"]["auc"] > 0.55
-    assert store.predictions(run_id)["prob"].shape == (record["metrics"]["overall"]["rows"],)  # the whole split
+    assert record.metrics.overall.auc > 0.55
+    assert store.predictions(run_id)["prob"].shape == (record.metrics.overall.rows,)  # the whole split
 
     plan = plan_run("synthetic", "dnn", data_dir, train_values=SETTINGS)
     assert plan.run_id != run_id  # one process computes in another order: another run

@@ -86,10 +86,10 @@ def test_a_second_process_waits_for_the_run_being_trained_and_reuses_it(data_dir
         first = other.stdout.readline()
         assert first.strip() == f"waiting for run {plan.run_id} (being trained by process {os.getpid()})"
         execute(plan, store)
-        created = store.load(plan.run_id)["created"]
+        created = store.load(plan.run_id).created
     out = finished(other)
     assert "reusing dnn (seed 0)" in out and "training" not in out
-    assert store.load(plan.run_id)["created"] == created
+    assert store.load(plan.run_id).created == created
 
 
 def test_command_line_choices_go_over_the_recipe(data_dir):

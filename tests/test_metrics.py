@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import log_loss, roc_auc_score
 
-from mscbench.eval.metrics import auc, evaluate_predictions, gauc, logloss, midranks, rela_impr
+from mscbench.eval.evaluation import ScopeMetrics, evaluate_predictions
+from mscbench.eval.metrics import auc, gauc, logloss, midranks, rela_impr
 
 
 def clicks(n: int, seed: int, ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -114,31 +116,26 @@ def test_evaluate_predictions_reports_each_scenario_on_its_own_rows():
     scenario = rng.integers(0, 2, len(label))
     user = rng.integers(0, 50, len(label))
     report = evaluate_predictions(label, prob, scenario, ["city", "town"], user=user, oracle=oracle)
-    json.dumps(report)  # plain Python values only
-    for name, metrics in [("overall", report["overall"]), *report["scenarios"].items()]:
+    json.dumps(asdict(report))  # plain Python values only
+    for name, metrics in [("overall", report.overall), *report.scenarios.items()]:
         rows = np.ones(len(label), bool) if name == "overall" else scenario == ["city", "town"].index(name)
-        assert metrics == {
-            "rows": int(rows.sum()),
-            "positives": int(label[rows].sum()),
-            "auc": auc(label[rows], prob[rows]),
-            "gauc": gauc(label[rows], prob[rows], user[rows]),
-            "logloss": logloss(label[rows], prob[rows]),
-            "oracle_auc": auc(label[rows], oracle[rows]),
-            "gap_closed": (metrics["auc"] - 0.5) / (metrics["oracle_auc"] - 0.5),
-        }
-        assert type(metrics["rows"]) is int and type(metrics["auc"]) is float
+        oracle_auc = auc(label[rows], oracle[rows])
+        values = {"auc": auc(label[rows], prob[rows]), "gauc": gauc(label[rows], prob[rows], user[rows]),
+                  "logloss": logloss(label[rows], prob[rows]), "gap_closed": (metrics.auc - 0.5) / (oracle_auc - 0.5)}
+        assert metrics == ScopeMetrics(int(rows.sum()), int(label[rows].sum()), oracle_auc, values)
+        assert type(metrics.rows) is int and type(metrics.auc) is float
 
 
 def test_evaluate_predictions_survives_empty_and_one_class_scenarios():
     label = np.array([1, 0, 1, 1], dtype=np.float32)
     prob = np.array([0.9, 0.2, 0.6, 0.7])
     report = evaluate_predictions(label, prob, np.array([0, 0, 1, 1]), ["mixed", "clicks", "empty"])
-    clicks_only, empty = report["scenarios"]["clicks"], report["scenarios"]["empty"]
-    assert report["scenarios"]["mixed"]["auc"] == 1.0
-    assert clicks_only["rows"] == 2 and clicks_only["auc"] is None and clicks_only["logloss"] is not None
-    assert empty == {"rows": 0, "positives": 0, "auc": None, "gauc": None, "logloss": None,
-                     "oracle_auc": None, "gap_closed": None}
-    assert report["overall"]["gauc"] is None and report["overall"]["gap_closed"] is None
+    clicks_only, empty = report.scenarios["clicks"], report.scenarios["empty"]
+    assert report.scenarios["mixed"].auc == 1.0
+    assert clicks_only.rows == 2 and clicks_only.auc is None and clicks_only.value("logloss") is not None
+    assert empty == ScopeMetrics(rows=0, positives=0, oracle_auc=None,
+                                 values={"auc": None, "gauc": None, "logloss": None, "gap_closed": None})
+    assert report.overall.value("gauc") is None and report.overall.value("gap_closed") is None
 
 
 def test_evaluate_predictions_refuses_a_scenario_id_without_a_name():

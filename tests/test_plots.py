@@ -4,6 +4,7 @@ extra, one self-contained page, and `mscbench plot` over a run store."""
 import base64
 import re
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from mscbench.cli import main
 from mscbench.errors import UserError
 from mscbench.results.plots import heatmaps, pyplot, write_report
+from mscbench.results.record import RunRecord
 from mscbench.results.report import compare_runs
 from mscbench.results.store import RunStore
 from tests.test_report import NAMES, RECORDS, predictions_of
@@ -22,13 +24,13 @@ SAML_EXTRAS = {"alpha": [[[0.0, 0.7], [0.0, 0.6]], [[0.4, 0.0], [0.5, 0.0]]], "g
 MIDPG_EXTRAS = {"weighting": np.arange(2 * 3 * 4).reshape(2, 3, 4).tolist()}
 
 
-def runs_with_extras() -> list[dict]:
+def runs_with_extras() -> list[RunRecord]:
     extras = {"shared_bottom": SAML_EXTRAS, "lr": MIDPG_EXTRAS}
-    return [{**r, "extras": extras.get(r["model"], {})} for r in RECORDS]
+    return [replace(r, extras=extras.get(r.model, {})) for r in RECORDS]
 
 
-def histories(records: list[dict]) -> dict[str, list[dict]]:
-    return {r["run_id"]: [{"epoch": e, "train_loss": 0.5 / e, "valid_auc": 0.6 + 0.01 * e, "scenario": "all"}
+def histories(records: list[RunRecord]) -> dict[str, list[dict]]:
+    return {r.run_id: [{"epoch": e, "train_loss": 0.5 / e, "valid_auc": 0.6 + 0.01 * e, "scenario": "all"}
                           for e in (1, 2, 3)] for r in records}
 
 
@@ -76,13 +78,13 @@ def test_plot_command_draws_stored_runs(tmp_path, capsys):
     store = RunStore(tmp_path / "runs")
     records = runs_with_extras()
     for record in records:
-        store.begin(record["run_id"], {}, resume=False)
-        store.finish(record["run_id"], record, histories([record])[record["run_id"]], {}, predictions_of(record))
+        store.begin(record.run_id, {}, resume=False)
+        store.finish(record, histories([record])[record.run_id], {}, predictions_of(record))
     out = tmp_path / "plots"
     assert main(["plot", "--runs-dir", str(store.root), "--base", "dnn", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["extras_lr.png", "extras_shared_bottom.png", "report.html",
                                                      "scenario_auc.png", "training_curves.png"]
-    one = str(store.path(records[0]["run_id"]))
+    one = str(store.path(records[0].run_id))
     assert main(["plot", one, "--out", str(tmp_path / "one")]) == 0
     assert main(["plot", str(tmp_path / "nothing"), "--runs-dir", str(store.root)]) == 2
     assert "is not a complete run" in " ".join(capsys.readouterr().err.split())

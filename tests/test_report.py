@@ -4,16 +4,19 @@ bootstrap intervals, both orientations, every export format, and bad input."""
 import csv
 import io
 import json
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
 from mscbench.errors import UserError
-from mscbench.eval.metrics import auc, evaluate_predictions
+from mscbench.eval.evaluation import evaluate_predictions
+from mscbench.eval.metrics import auc
 from mscbench.eval.significance import bootstrap_auc_ci, delong, paired_test
+from mscbench.results.record import OVERALL, DatasetRef, RunRecord
 from mscbench.results.report import FORMATS, compare_runs, from_json, layout, render, render_rich, to_markdown
-from mscbench.results.store import OVERALL, RunStore
+from mscbench.results.store import RunStore
 
 NAMES = ["north", "south"]
 ROWS = 600
@@ -24,19 +27,19 @@ SCENARIO = np.repeat([0, 1], ROWS // 2)
 PREDICTIONS: dict[str, dict[str, np.ndarray]] = {}
 
 
-def record(model: str, seed: int, quality: float, fingerprint: str = "fp", label: np.ndarray = LABEL) -> dict:
+def record(model: str, seed: int, quality: float, fingerprint: str = "fp", label: np.ndarray = LABEL) -> RunRecord:
     """A run whose predictions are the truth plus noise: higher `quality` -> higher AUC."""
     noise = np.random.default_rng([seed, sum(map(ord, model))]).random(ROWS)
     prob = np.clip(quality * TRUTH + (1 - quality) * noise, 0, 1)
     run_id = f"{model}-{seed}-{quality}-{fingerprint}-{label is LABEL}"
     PREDICTIONS[run_id] = {"prob": prob, "label": label, "scenario": SCENARIO}
     metrics = evaluate_predictions(label, prob, SCENARIO, NAMES, oracle=TRUTH)
-    return {"run_id": run_id, "model": model, "seed": seed, "metrics": metrics,
-            "dataset": {"name": "synthetic", "variant": "default", "fingerprint": fingerprint}}
+    return RunRecord(run_id=run_id, model=model, seed=seed, metrics=metrics,
+                     dataset=DatasetRef(name="synthetic", variant="default", fingerprint=fingerprint))
 
 
-def predictions_of(record: dict) -> dict[str, np.ndarray]:
-    return PREDICTIONS[record["run_id"]]
+def predictions_of(record: RunRecord) -> dict[str, np.ndarray]:
+    return PREDICTIONS[record.run_id]
 
 
 SEEDS = (0, 1, 2)
@@ -50,18 +53,19 @@ def comparison(**options):
 
 def test_seeds_are_averaged_and_rela_impr_is_taken_from_mean_aucs():
     base, other, _ = comparison().rows
-    aucs = [r["metrics"]["overall"]["auc"] for r in RECORDS]
-    assert base.auc.mean == pytest.approx(np.mean(aucs[:3])) and base.auc.std == pytest.approx(np.std(aucs[:3]))
-    assert other.rela_impr == pytest.approx(((np.mean(aucs[3:6]) - 0.5) / (np.mean(aucs[:3]) - 0.5) - 1) * 100)
-    assert base.rela_impr == 0.0 and other.seeds == [0, 1, 2]
+    aucs = [r.metrics.overall.auc for r in RECORDS]
+    assert base.scope_auc(OVERALL).mean == pytest.approx(np.mean(aucs[:3]))
+    assert base.scope_auc(OVERALL).std == pytest.approx(np.std(aucs[:3]))
+    assert other.rela_impr[OVERALL] == pytest.approx(((np.mean(aucs[3:6]) - 0.5) / (np.mean(aucs[:3]) - 0.5) - 1) * 100)
+    assert base.rela_impr[OVERALL] == 0.0 and other.seeds == [0, 1, 2]
     assert set(comparison().oracle_auc) == {OVERALL, *NAMES}
 
 
 def test_p_values_are_delong_on_the_smallest_seed_and_paired_t_over_seeds():
     rows = {row.model: row for row in comparison().rows}
-    base_runs = {r["seed"]: r for r in RECORDS if r["model"] == "dnn"}
+    base_runs = {r.seed: r for r in RECORDS if r.model == "dnn"}
     for model in ("shared_bottom", "lr"):
-        runs = {r["seed"]: r for r in RECORDS if r["model"] == model}
+        runs = {r.seed: r for r in RECORDS if r.model == model}
         for scope, scenario in [(OVERALL, None), ("north", 0), ("south", 1)]:
             rows_in = slice(None) if scenario is None else SCENARIO == scenario
             expected = delong(LABEL[rows_in], predictions_of(runs[0])["prob"][rows_in],
@@ -74,9 +78,8 @@ def test_p_values_are_delong_on_the_smallest_seed_and_paired_t_over_seeds():
     assert rows["dnn"].significance == {}  # the base is not tested against itself
 
 
-def scope_auc(run: dict, scope: str) -> float:
-    metrics = run["metrics"]
-    return (metrics["overall"] if scope == OVERALL else metrics["scenarios"][scope])["auc"]
+def scope_auc(run: RunRecord, scope: str) -> float:
+    return (run.metrics.overall if scope == OVERALL else run.metrics.scenarios[scope]).values["auc"]
 
 
 def test_marks_follow_the_p_values_and_only_improvements_are_marked():
@@ -94,14 +97,14 @@ def test_marks_follow_the_p_values_and_only_improvements_are_marked():
 
 def test_a_mark_needs_p_below_0_05():
     """A tie with the base (the same predictions) gets p = 1 from both tests and no mark."""
-    twin = [{**r, "model": "twin"} for r in RECORDS if r["model"] == "dnn"]
+    twin = [replace(r, model="twin") for r in RECORDS if r.model == "dnn"]
     rows = compare_runs(RECORDS[:3] + twin, base="dnn", predictions_of=predictions_of).rows
     test = rows[1].significance[OVERALL]
     assert (test.delong_p, test.paired_p, test.marks) == (1.0, 1.0, "")
 
 
 def test_one_seed_gives_delong_only_and_no_predictions_gives_paired_only():
-    one_seed = compare_runs([r for r in RECORDS if r["seed"] == 0], base="dnn", predictions_of=predictions_of)
+    one_seed = compare_runs([r for r in RECORDS if r.seed == 0], base="dnn", predictions_of=predictions_of)
     test = one_seed.rows[1].significance[OVERALL]
     assert test.delong_p is not None and test.paired_p is None and test.marks == "*"
     assert "paired t-test" not in layout(one_seed).caption
@@ -144,7 +147,7 @@ def test_scenario_orientation_is_table_three():
     north_positives = int(LABEL[SCENARIO == 0].sum())
     assert table.rows[0][1:3] == ["300", f"{north_positives:,}"] and table.rows[2][1] == "600"
     assert table.bold == {(0, 5), (1, 5), (2, 5)}  # the best model per scenario
-    rela = compared.rows[2].scenario_rela_impr["south"]
+    rela = compared.rows[2].rela_impr["south"]
     assert table.rows[1][8] == f"{rela:+.2f}%" and rela < 0
 
 
@@ -195,7 +198,7 @@ def test_json_rebuilds_the_same_table_in_every_format_and_orientation(fmt):
 
 def test_one_class_scenario_shows_na():
     bad = record("dnn", 0, 0.5)
-    bad["metrics"]["scenarios"]["south"]["auc"] = None
+    bad.metrics.scenarios["south"].values["auc"] = None
     assert "n/a" in to_markdown(compare_runs([bad], base="dnn")).splitlines()[2]
 
 
@@ -205,8 +208,8 @@ def test_bad_input_is_refused_with_one_clear_message(tmp_path):
     with pytest.raises(UserError, match="base model 'star' has no run"):
         compare_runs(RECORDS, base="star", models=["star", "dnn"])
     partial = record("mmoe", 0, 0.5)
-    del partial["metrics"]["scenarios"]["south"]
-    with pytest.raises(UserError, match=f"run {partial['run_id']} has no scenario 'south'"):
+    del partial.metrics.scenarios["south"]
+    with pytest.raises(UserError, match=f"run {partial.run_id} has no scenario 'south'"):
         compare_runs([record("dnn", 0, 0.5), partial], base="dnn")
     with pytest.raises(UserError, match="unknown orientation 'models'"):
         layout(comparison(), "models")
@@ -215,15 +218,20 @@ def test_bad_input_is_refused_with_one_clear_message(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("{not json", "is corrupt"),
-    (json.dumps({"schema": 1, "model": "dnn"}), "is corrupt \\(missing run_id, seed, dataset, metrics\\)"),
-    (json.dumps([1, 2]), "has schema None"),
+    ("{not json", "is corrupt \\(Expecting property name"),
+    (json.dumps({"schema": 1, "model": "dnn"}), "is corrupt \\(record lacks run_id, seed, dataset, metrics\\)"),
+    (json.dumps([1, 2]), "is corrupt \\(a JSON object was expected, not list\\)"),
+    (json.dumps({"schema": 7}), "is corrupt \\(schema 7 is not one this version reads \\(1 to 2\\)\\)"),
+    (RECORDS[0].to_json().replace('"seed": 0', '"seed": "zero"'), "record.seed must be int, not 'zero'"),
+    (RECORDS[0].to_json().replace('"rows": 300', '"rows": null', 1), "record.metrics.scenarios.north.rows must be int"),
 ])
 def test_corrupt_metrics_json_is_a_clear_error(tmp_path, content, message):
     store = RunStore(tmp_path)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.json").write_text(content)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=message) as raised:
         store.load("run")
+    assert str(raised.value).startswith(f"{tmp_path / 'run' / 'metrics.json'} is corrupt (")
+    assert str(raised.value).endswith(f"retrain the run with --rerun, or delete {tmp_path / 'run'}")
     with pytest.raises(UserError, match="no stored test predictions"):
         store.predictions("run")

@@ -7,8 +7,8 @@ import math
 import pytest
 from rich.console import Console
 
+from mscbench.results.record import OVERALL
 from mscbench.results.report import ORIENTATIONS, fitted_tables, layout
-from mscbench.results.store import OVERALL
 from tests.test_report import comparison
 
 
@@ -60,7 +60,7 @@ def test_the_oracle_column_is_named_for_what_it_computes():
     column = table.header.index("Share of oracle lift")
     row = compared.rows[1]
     assert float(table.rows[1][column].split(" ±")[0]) == pytest.approx(
-        (row.auc.mean - 0.5) / (compared.oracle_auc[OVERALL] - 0.5), abs=5e-4)
+        (row.scope_auc(OVERALL).mean - 0.5) / (compared.oracle_auc[OVERALL] - 0.5), abs=5e-4)
     assert "Share of oracle lift: (AUC - 0.5) / (oracle AUC - 0.5)." in table.caption
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -29,16 +30,16 @@ LEARNING_SUBSET = {"dnn", "mmoe", "din", "saml"}
 @pytest.mark.parametrize("name", [name if name in LEARNING_SUBSET else pytest.param(name, marks=pytest.mark.slow)
                                   for name in sorted(REGISTRY)])
 def test_every_model_learns_the_planted_signal_and_stays_below_the_oracle(name, data_dir, tmp_path):
-    metrics = run(data_dir, tmp_path, name)["metrics"]["overall"]
-    assert 0.60 < metrics["auc"] < metrics["oracle_auc"]
+    overall = run(data_dir, tmp_path, name).metrics.overall
+    assert 0.60 < overall.auc < overall.oracle_auc
 
 
 def test_same_seed_gives_identical_metrics_and_other_seed_differs(data_dir, tmp_path):
-    first = run(data_dir, tmp_path / "a", "shared_bottom")["metrics"]
-    again = run(data_dir, tmp_path / "b", "shared_bottom")["metrics"]
-    other = run(data_dir, tmp_path / "c", "shared_bottom", seed=1)["metrics"]
+    first = run(data_dir, tmp_path / "a", "shared_bottom").metrics
+    again = run(data_dir, tmp_path / "b", "shared_bottom").metrics
+    other = run(data_dir, tmp_path / "c", "shared_bottom", seed=1).metrics
     assert first == again
-    assert first["overall"]["auc"] != other["overall"]["auc"]
+    assert first.overall.auc != other.overall.auc
 
 
 @pytest.mark.parametrize("name", ["dnn", "adasparse"])  # adasparse: a schedule driven by the global step
@@ -71,7 +72,7 @@ def test_run_directory_holds_config_metrics_history_weights_and_predictions(data
     directory = store.path(plan.run_id)
     assert {p.name for p in directory.iterdir()} == {"config.toml", "metrics.json", "history.jsonl", "model.pt",
                                                       "predictions.npz"}
-    assert json.loads((directory / "metrics.json").read_text())["metrics"] == record["metrics"]
+    assert json.loads((directory / "metrics.json").read_text())["metrics"] == asdict(record.metrics)
     assert store.predictions(plan.run_id)["prob"].shape == (plan.manifest.rows("test"),)
     torch.load(directory / "model.pt", weights_only=True)
     (directory / "history.jsonl").write_text("")  # a reused run is read, not retrained
@@ -81,8 +82,8 @@ def test_run_directory_holds_config_metrics_history_weights_and_predictions(data
 
 def test_individual_protocol_trains_one_model_per_scenario(data_dir, tmp_path):
     record = run(data_dir, tmp_path, "dnn", protocol="individual")
-    assert set(record["training"]["best_epoch"]) == set(record["metrics"]["scenarios"])
-    assert record["metrics"]["overall"]["auc"] > 0.6
+    assert set(record.training.best_epoch) == set(record.metrics.scenarios)
+    assert record.metrics.overall.auc > 0.6
 
 
 def test_a_diverged_model_is_an_error_not_a_number(data_dir, tmp_path):

@@ -23,9 +23,10 @@ from rich.progress import Progress
 
 import mscbench
 from mscbench.data.loader import SplitData, load_split
-from mscbench.eval.metrics import evaluate_predictions
+from mscbench.eval.evaluation import evaluate_predictions
 from mscbench.experiment.planning import PlannedRun
 from mscbench.models.base import build_model
+from mscbench.results.record import DatasetRef, RunRecord, TrainingSummary
 from mscbench.results.store import CHECKPOINT_FILE, RunStore
 from mscbench.train.distributed import (
     data_parallel,
@@ -42,7 +43,7 @@ MISSING, COMPLETE, STALE = "missing", "complete", "stale"  # a run's state in th
 
 
 def get_or_run(plan: PlannedRun, store: RunStore, progress: Progress | None = None, rerun: bool = False,
-               resume: bool = True, allow_stale: bool = False, heading: str = "") -> dict | None:
+               resume: bool = True, allow_stale: bool = False, heading: str = "") -> RunRecord | None:
     """The run's record, training it only when the store has no complete run made by the current code
     (`allow_stale` reuses one made by other code) or `rerun` is asked. One line, after `heading`, says which.
 
@@ -78,12 +79,13 @@ def run_state(plan: PlannedRun, store: RunStore) -> str:
     return STALE if is_stale(store.load(plan.run_id), plan) else COMPLETE
 
 
-def is_stale(record: dict, plan: PlannedRun) -> bool:
-    """Was this run of `plan` made by other code than the current one?"""
-    return record.get("code") != plan.code
+def is_stale(record: RunRecord, plan: PlannedRun) -> bool:
+    """Was this run of `plan` made by other code than the current one (or before code fingerprints)?"""
+    return record.code != plan.code
 
 
-def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None, resume: bool = False) -> dict | None:
+def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None,
+            resume: bool = False) -> RunRecord | None:
     """Train, evaluate and store the run (the main process writes; under torchrun the others return None)."""
     main = is_main_process()
     directory = store.begin(plan.run_id, plan.resolved, resume=resume) if main else None
@@ -106,17 +108,17 @@ def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None,
         user=None if test.user is None else test.user.numpy(),
         oracle=None if test.oracle is None else test.oracle,
     )
-    record = {
-        "run_id": plan.run_id, "model": plan.model, "seed": plan.train.seed, "protocol": plan.train.protocol,
-        "dataset": plan.resolved["dataset"], "config": plan.resolved, "code": plan.code, "metrics": metrics,
-        "extras": prediction.extras, "parameters": parameters,
-        "training": training_summary(fits, seconds), "device": str(device), "environment": environment(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    record = RunRecord(
+        run_id=plan.run_id, model=plan.model, seed=plan.train.seed, protocol=plan.train.protocol,
+        dataset=DatasetRef(**plan.resolved["dataset"]), config=plan.resolved, code=plan.code, metrics=metrics,
+        extras=prediction.extras, parameters=parameters, training=training_summary(fits, seconds),
+        device=str(device), environment=environment(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     history = [{**row, "scenario": scenario} for scenario, fit_result in fits.items() for row in fit_result.history]
     predictions = {"prob": prediction.prob.astype(np.float32), "label": test.label.numpy(),
                    "scenario": test.scenario.numpy()}
-    store.finish(plan.run_id, record, history, model_state, predictions)
+    store.finish(record, history, model_state, predictions)
     return store.load(plan.run_id)  # exactly what a later reuse of this run will read
 
 
@@ -163,16 +165,15 @@ def run_individual(plan: PlannedRun, splits: dict[str, SplitData], device: torch
     return states, fits, Prediction(prob), parameters
 
 
-def training_summary(fits: dict[str, FitResult], seconds: float) -> dict:
-    trained = sum(len(f.history) for f in fits.values())
+def training_summary(fits: dict[str, FitResult], seconds: float) -> TrainingSummary:
     samples = sum(f.samples_per_second * f.train_seconds for f in fits.values())
     train_seconds = sum(f.train_seconds for f in fits.values())
-    return {
-        "best_epoch": {name: f.best_epoch for name, f in fits.items()},
-        "best_valid_auc": {name: f.best_valid_auc for name, f in fits.items()},
-        "epochs_run": trained, "train_seconds": train_seconds,
-        "samples_per_second": samples / max(train_seconds, 1e-9), "total_seconds": seconds,
-    }
+    return TrainingSummary(
+        best_epoch={name: f.best_epoch for name, f in fits.items()},
+        best_valid_auc={name: f.best_valid_auc for name, f in fits.items()},
+        epochs_run=sum(len(f.history) for f in fits.values()), train_seconds=train_seconds,
+        samples_per_second=samples / max(train_seconds, 1e-9), total_seconds=seconds,
+    )
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -16,6 +16,7 @@ from mscbench.data.sources.synthetic import SyntheticParams
 from mscbench.errors import UserError
 from mscbench.experiment.execution import get_or_run, is_stale
 from mscbench.experiment.planning import PlannedRun, plan_run
+from mscbench.results.record import RunRecord
 from mscbench.results.report import Comparison, compare_runs, label_rate
 from mscbench.results.store import RunStore
 
@@ -69,15 +70,15 @@ def registry_name(model: str) -> str:
     return model.partition("@")[0]
 
 
-def named(records: list[dict], recipe: Recipe) -> list[dict]:
+def named(records: list[RunRecord], recipe: Recipe) -> list[RunRecord]:
     """The records of `plan_recipe`'s runs under the recipe's names for them (a variant's `dnn@wide`; a run
     stores its registered model, and two names with the same settings share one run)."""
     names = [model for model in recipe.models for _ in recipe.seeds]
-    return [{**record, "model": name} for record, name in zip(records, names, strict=True)]
+    return [dataclasses.replace(record, model=name) for record, name in zip(records, names, strict=True)]
 
 
 def run_plans(plans: list[PlannedRun], store: RunStore, progress: Progress | None, rerun: bool = False,
-              allow_stale: bool = False) -> list[dict]:
+              allow_stale: bool = False) -> list[RunRecord]:
     """Each plan's record: a complete run is reused, anything else is trained. One line per run says which,
     how far the experiment is and, at the pace of the runs so far, about how long the rest take."""
     records, started = [], time.perf_counter()
@@ -95,14 +96,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
-def stale_runs(plans: list[PlannedRun], records: list[dict]) -> set[str]:
+def stale_runs(plans: list[PlannedRun], records: list[RunRecord]) -> set[str]:
     """The ids of the runs (reused with --allow-stale) that other code than the current one made."""
     return {plan.run_id for plan, record in zip(plans, records, strict=True) if is_stale(record, plan)}
 
 
 def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progress | None = None,
                rerun: bool = False, allow_stale: bool = False, delong: bool = False,
-               bootstrap_rounds: int = 0) -> tuple[Comparison, list[dict]]:
+               bootstrap_rounds: int = 0) -> tuple[Comparison, list[RunRecord]]:
     """The recipe's comparison and its runs (under the recipe's names). The paired t-test across seeds needs
     only the runs; `delong` adds DeLong's test on the stored test predictions, `bootstrap_rounds` intervals."""
     plans = plan_recipe(recipe, data_dir)

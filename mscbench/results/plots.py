@@ -19,6 +19,7 @@ import numpy as np
 
 from mscbench.errors import UserError
 from mscbench.results import html
+from mscbench.results.record import RunRecord
 from mscbench.results.report import Comparison, layout, title
 
 REPORT_FILE = "report.html"
@@ -81,21 +82,21 @@ def scenario_auc_figure(comparison: Comparison) -> Figure:
     return Figure("scenario_auc", "AUC per scenario and model (error bars: std over seeds)", png_of(figure))
 
 
-def training_curves_figure(records: list[dict], histories: dict[str, list[dict]]) -> Figure:
+def training_curves_figure(records: list[RunRecord], histories: dict[str, list[dict]]) -> Figure:
     """Training loss and validation AUC per epoch: one line per run (and per scenario when trained apart)."""
     plt = pyplot()
     figure, (loss_axes, auc_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = {model: f"C{i}" for i, model in enumerate(dict.fromkeys(r["model"] for r in records))}
+    colors = {model: f"C{i}" for i, model in enumerate(dict.fromkeys(r.model for r in records))}
     labelled, epochs_seen = set(), set()
     for record in records:
-        history = histories.get(record["run_id"], [])
+        history = histories.get(record.run_id, [])
         for scenario in dict.fromkeys(row.get("scenario", "all") for row in history):
             rows = [row for row in history if row.get("scenario", "all") == scenario]
             epochs = [row["epoch"] for row in rows]
             epochs_seen.update(epochs)
-            label = None if record["model"] in labelled else record["model"]
-            labelled.add(record["model"])
-            color = colors[record["model"]]
+            label = None if record.model in labelled else record.model
+            labelled.add(record.model)
+            color = colors[record.model]
             loss_axes.plot(epochs, [row["train_loss"] for row in rows], color=color, marker="o", label=label)
             auc_axes.plot(epochs, [np.nan if row["valid_auc"] is None else row["valid_auc"] for row in rows],
                           color=color, marker="o", label=label)
@@ -125,18 +126,18 @@ def heatmaps(key: str, value: list, scenarios: list[str]) -> list[Heatmap]:
                     unit @ unit.T, scenarios, scenarios)]
 
 
-def extras_figure(record: dict, scenarios: list[str]) -> Figure | None:
+def extras_figure(record: RunRecord, scenarios: list[str]) -> Figure | None:
     """Every extra of one run as heatmaps, or None when the model exposes none."""
-    maps = [m for key, value in sorted(record.get("extras", {}).items()) for m in heatmaps(key, value, scenarios)]
+    maps = [m for key, value in sorted(record.extras.items()) for m in heatmaps(key, value, scenarios)]
     if not maps:
         return None
     plt = pyplot()
     figure, axes_list = plt.subplots(1, len(maps), figsize=(4.5 * len(maps), 4), squeeze=False)
     for axes, heatmap in zip(axes_list[0], maps):
         draw_heatmap(figure, axes, heatmap)
-    title = f"{record['model']} (seed {record['seed']}): learned scenario relations"
+    title = f"{record.model} (seed {record.seed}): learned scenario relations"
     figure.suptitle(title, y=1.08)
-    return Figure(f"extras_{record['model']}", title, png_of(figure))
+    return Figure(f"extras_{record.model}", title, png_of(figure))
 
 
 def draw_heatmap(figure, axes, heatmap: Heatmap) -> None:
@@ -153,17 +154,17 @@ def draw_heatmap(figure, axes, heatmap: Heatmap) -> None:
                       color="black" if value > middle else "white")
 
 
-def figures(comparison: Comparison, records: list[dict], histories: dict[str, list[dict]]) -> list[Figure]:
+def figures(comparison: Comparison, records: list[RunRecord], histories: dict[str, list[dict]]) -> list[Figure]:
     """The AUC bars, the training curves and, per model that has extras, its smallest seed's heatmaps."""
     first_runs = {}
-    for record in sorted(records, key=lambda r: r["seed"]):
-        first_runs.setdefault(record["model"], record)
+    for record in sorted(records, key=lambda r: r.seed):
+        first_runs.setdefault(record.model, record)
     extras = [extras_figure(record, comparison.scenarios) for record in first_runs.values()]
     return [scenario_auc_figure(comparison), training_curves_figure(records, histories),
             *[figure for figure in extras if figure is not None]]
 
 
-def write_report(comparison: Comparison, records: list[dict], histories: dict[str, list[dict]],
+def write_report(comparison: Comparison, records: list[RunRecord], histories: dict[str, list[dict]],
                  directory: Path) -> list[Path]:
     """One PNG per figure and `report.html` holding both tables and every figure; returns the paths."""
     drawn = figures(comparison, records, histories)

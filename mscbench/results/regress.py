@@ -59,7 +59,7 @@ def recipe_identity(recipe: Recipe, path: Path) -> dict:
 
 def baseline_of(comparison: Comparison, recipe: dict) -> dict:
     return {
-        "schema": BASELINE_SCHEMA, "recipe": recipe, "dataset": comparison.dataset,
+        "schema": BASELINE_SCHEMA, "recipe": recipe, "dataset": dataclasses.asdict(comparison.dataset),
         "auc": {row.model: {scope: row.scope_auc(scope).mean for scope in comparison.scopes}
                 for row in comparison.rows},
     }
@@ -96,9 +96,9 @@ def changes_against(baseline: dict, comparison: Comparison, recipe: dict, path: 
     """Every (model, scope) AUC of the baseline beside the current one; another recipe's baseline, or one
     made on other data, is refused."""
     check_recipe(baseline, recipe, path)
-    if baseline["dataset"].get("fingerprint") != comparison.dataset["fingerprint"]:
+    if baseline["dataset"].get("fingerprint") != comparison.dataset.fingerprint:
         raise UserError(f"baseline {path} was made on other data (dataset fingerprint "
-                        f"{baseline['dataset'].get('fingerprint')}, now {comparison.dataset['fingerprint']}): "
+                        f"{baseline['dataset'].get('fingerprint')}, now {comparison.dataset.fingerprint}): "
                         "review the data change, then --update")
     current = baseline_of(comparison, recipe)["auc"]
     return [Change(model, scope, value, current.get(model, {}).get(scope))

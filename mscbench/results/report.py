@@ -15,7 +15,6 @@ import io
 import json
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
-from itertools import chain
 
 import numpy as np
 import polars as pl
@@ -26,8 +25,10 @@ from rich.text import Text
 
 from mscbench.data.manifest import Manifest
 from mscbench.errors import UserError
+from mscbench.eval.evaluation import METRICS, Metric
 from mscbench.eval.metrics import logloss, rela_impr
 from mscbench.results import html
+from mscbench.results.record import OVERALL, DatasetRef, RunRecord, typed
 from mscbench.results.significance import (
     ALPHA,
     DELONG_MARK,
@@ -38,7 +39,6 @@ from mscbench.results.significance import (
     against_base,
     bootstrap_intervals,
 )
-from mscbench.results.store import OVERALL, scope_metrics
 
 FORMATS = ("table", "md", "csv", "json", "latex", "html")
 LABEL_SHIFT = 0.01  # the share of LogLoss that a shift of the label rate between train and test may cost unsaid
@@ -71,14 +71,8 @@ class Cell:
 class ModelRow:
     model: str
     seeds: list[int]
-    auc: Cell
-    gauc: Cell
-    logloss: Cell
-    gap_closed: Cell
-    rela_impr: float | None  # % against the base, from mean AUCs
-    scenario_auc: dict[str, Cell]
-    scenario_rela_impr: dict[str, float | None]
-    scenario_logloss: dict[str, Cell] = field(default_factory=dict)
+    cells: dict[str, dict[str, Cell]]  # metric name (eval/evaluation.py's registry) -> scope -> over seeds
+    rela_impr: dict[str, float | None]  # scope -> % against the base, from mean AUCs
     significance: dict[str, Significance] = field(default_factory=dict)  # scope -> against the base
     auc_interval: dict[str, list[float] | None] = field(default_factory=dict)  # scope -> 95% bootstrap
     stale: bool = False  # some of its runs were made by other code than the current one
@@ -88,16 +82,19 @@ class ModelRow:
         """The model's name as the tables print it: marked when a run of it is stale."""
         return self.model + (STALE_MARK if self.stale else "")
 
+    def cell(self, metric: str, scope: str = OVERALL) -> Cell:
+        return self.cells.get(metric, {}).get(scope, Cell(None, None, 0))
+
     def scope_auc(self, scope: str) -> Cell:
-        return self.auc if scope == OVERALL else self.scenario_auc[scope]
+        return self.cell("auc", scope)
 
     def scope_rela_impr(self, scope: str) -> float | None:
-        return self.rela_impr if scope == OVERALL else self.scenario_rela_impr[scope]
+        return self.rela_impr[scope]
 
 
 @dataclass(frozen=True)
 class Comparison:
-    dataset: dict
+    dataset: DatasetRef
     base: str
     scenarios: list[str]
     test_rows: dict[str, int]
@@ -111,12 +108,16 @@ class Comparison:
     def scopes(self) -> list[str]:
         return [OVERALL, *self.scenarios]
 
+    def has(self, metric: str) -> bool:
+        """Does some model have a value of `metric` overall?"""
+        return any(row.cell(metric).mean is not None for row in self.rows)
 
-def compare_runs(records: list[dict], base: str, models: list[str] | None = None,
+
+def compare_runs(records: list[RunRecord], base: str, models: list[str] | None = None,
                  predictions_of: PredictionsOf | None = None, bootstrap_rounds: int = 0,
                  stale: Collection[str] = (), train_label_rate: float | None = None,
                  progress: Progress | None = None) -> Comparison:
-    """Aggregate run records (metrics.json contents) into one comparison against `base`.
+    """Aggregate run records into one comparison against `base`.
 
     With `predictions_of` (record -> its stored test predictions) every model is tested against the base by
     DeLong and, given `bootstrap_rounds`, gets bootstrap intervals; the paired t-test needs only the records.
@@ -126,31 +127,27 @@ def compare_runs(records: list[dict], base: str, models: list[str] | None = None
     """
     if not records:
         raise UserError("no runs to compare")
-    fingerprints = {r["dataset"]["fingerprint"] for r in records}
-    if len(fingerprints) > 1:
+    if len({r.dataset.fingerprint for r in records}) > 1:
         raise UserError("these runs were made on different datasets or dataset versions; compare one at a time")
-    models = models or list(dict.fromkeys(r["model"] for r in records))
-    by_model = {m: [r for r in records if r["model"] == m] for m in models}
+    models = models or list(dict.fromkeys(r.model for r in records))
+    by_model = {m: [r for r in records if r.model == m] for m in models}
     if not by_model.get(base):
         raise UserError(f"base model {base!r} has no run; add it to --models")
     if bootstrap_rounds and predictions_of is None:
         raise ValueError("bootstrap intervals need the runs' stored predictions: pass predictions_of")
-    first = records[0]["metrics"]
-    scenarios = list(first["scenarios"])
-    scopes = [OVERALL, *scenarios]
-    predictions = AlignedPredictions(predictions_of, scenarios) if predictions_of else None
-    base_row = aggregate(base, by_model[base], scenarios, None)
+    first = records[0]
+    scopes = [OVERALL, *first.metrics.scenarios]
+    predictions = AlignedPredictions(predictions_of, scopes[1:]) if predictions_of else None
+    base_row = aggregate(base, by_model[base], scopes, None)
     done = bootstrap_bar(progress, bootstrap_rounds, sum(1 for runs in by_model.values() if runs) * len(scopes))
-    rows = [replace(tested(aggregate(model, runs, scenarios, base_row), runs, by_model[base], scopes, predictions,
-                           bootstrap_rounds, done), stale=any(r["run_id"] in stale for r in runs))
+    rows = [replace(tested(aggregate(model, runs, scopes, base_row), runs, by_model[base], scopes, predictions,
+                           bootstrap_rounds, done), stale=any(r.run_id in stale for r in runs))
             for model, runs in by_model.items() if runs]
-    oracle = {OVERALL: first["overall"].get("oracle_auc"),
-              **{s: first["scenarios"][s].get("oracle_auc") for s in scenarios}}
+    oracle = {scope: first.scope(scope).oracle_auc for scope in scopes}
     return Comparison(
-        dataset=records[0]["dataset"], base=base, scenarios=scenarios,
-        test_rows={OVERALL: first["overall"]["rows"], **{s: first["scenarios"][s]["rows"] for s in scenarios}},
-        test_positives={OVERALL: first["overall"]["positives"],
-                        **{s: first["scenarios"][s]["positives"] for s in scenarios}},
+        dataset=first.dataset, base=base, scenarios=scopes[1:],
+        test_rows={scope: first.scope(scope).rows for scope in scopes},
+        test_positives={scope: first.scope(scope).positives for scope in scopes},
         oracle_auc=oracle if oracle[OVERALL] is not None else {}, rows=rows, bootstrap_rounds=bootstrap_rounds,
         train_label_rate=train_label_rate,
     )
@@ -161,21 +158,13 @@ def label_rate(manifest: Manifest, split: str = "train") -> float:
     return sum(manifest.scenario.positives[split]) / max(sum(manifest.scenario.rows[split]), 1)
 
 
-def aggregate(model: str, runs: list[dict], scenarios: list[str], base: ModelRow | None) -> ModelRow:
-    def cell(metric: str, scope: str = OVERALL) -> Cell:
-        return Cell.of([scope_metrics(r, scope)[metric] for r in runs])
-
-    auc = cell("auc")
-    scenario_auc = {s: cell("auc", s) for s in scenarios}
-    return ModelRow(
-        model=model, seeds=sorted(r["seed"] for r in runs), auc=auc, gauc=cell("gauc"), logloss=cell("logloss"),
-        gap_closed=cell("gap_closed"),
-        rela_impr=rela_impr(auc.mean, (base.auc if base else auc).mean),
-        scenario_auc=scenario_auc,
-        scenario_rela_impr={s: rela_impr(scenario_auc[s].mean, (base.scenario_auc if base else scenario_auc)[s].mean)
-                            for s in scenarios},
-        scenario_logloss={s: cell("logloss", s) for s in scenarios},
-    )
+def aggregate(model: str, runs: list[RunRecord], scopes: list[str], base: ModelRow | None) -> ModelRow:
+    """Every registered metric of every scope over the runs' seeds, and RelaImpr against `base`."""
+    cells = {metric.name: {scope: Cell.of([r.scope(scope).value(metric.name) for r in runs]) for scope in scopes}
+             for metric in METRICS}
+    base_auc = (base.cells if base else cells)["auc"]
+    return ModelRow(model=model, seeds=sorted(r.seed for r in runs), cells=cells,
+                    rela_impr={scope: rela_impr(cells["auc"][scope].mean, base_auc[scope].mean) for scope in scopes})
 
 
 def bootstrap_bar(progress: Progress | None, rounds: int, intervals: int) -> Callable[[], None]:
@@ -186,7 +175,7 @@ def bootstrap_bar(progress: Progress | None, rounds: int, intervals: int) -> Cal
     return lambda: progress.advance(task)
 
 
-def tested(row: ModelRow, runs: list[dict], base_runs: list[dict], scopes: list[str],
+def tested(row: ModelRow, runs: list[RunRecord], base_runs: list[RunRecord], scopes: list[str],
            predictions: AlignedPredictions | None, bootstrap_rounds: int,
            done: Callable[[], None]) -> ModelRow:
     """The row with its tests against the base (none for the base itself) and, if asked, its intervals."""
@@ -197,19 +186,7 @@ def tested(row: ModelRow, runs: list[dict], base_runs: list[dict], scopes: list[
 
 def from_json(text: str) -> Comparison:
     """The comparison `to_json` wrote, rebuilt: it renders to the same table in every format."""
-    data = json.loads(text)
-    return Comparison(**{**data, "rows": [row_from_dict(row) for row in data["rows"]]})
-
-
-def row_from_dict(data: dict) -> ModelRow:
-    def cells(values: dict) -> dict[str, Cell]:
-        return {scope: Cell(**cell) for scope, cell in values.items()}
-
-    return ModelRow(**{
-        **data, **{name: Cell(**data[name]) for name in ("auc", "gauc", "logloss", "gap_closed")},
-        "scenario_auc": cells(data["scenario_auc"]), "scenario_logloss": cells(data["scenario_logloss"]),
-        "significance": {scope: Significance(**value) for scope, value in data["significance"].items()},
-    })
+    return typed(Comparison, json.loads(text), "comparison")
 
 
 # Layout: the table as text cells, in either orientation ----------------------------------------------------
@@ -231,6 +208,7 @@ class Column:
     title: str
     text: Callable[[ModelRow], str]
     score: Callable[[ModelRow], float | None] | None = None  # higher is better
+    oracle: str = ""  # the oracle row's text (synthetic data)
 
 
 def layout(comparison: Comparison, by: str = "model") -> Layout:
@@ -248,27 +226,35 @@ def by_model(comparison: Comparison) -> Layout:
         scores = [column.score(row) if column.score else None for row in comparison.rows]
         bold |= {(best, j) for best in [best_index(scores)] if best is not None}
     if comparison.oracle_auc:
-        rows.append(["oracle (true probability)", number(comparison.oracle_auc[OVERALL]), "", "", "", "1.000",
-                     *chain.from_iterable((number(comparison.oracle_auc[s]), "") for s in comparison.scenarios)])
-    lift = " Share of oracle lift: (AUC - 0.5) / (oracle AUC - 0.5)." if comparison.oracle_auc else ""
+        rows.append([column.oracle for column in columns])
+    lift = " Share of oracle lift: (AUC - 0.5) / (oracle AUC - 0.5)." if comparison.has("gap_closed") else ""
     return Layout([c.title for c in columns], rows, bold, caption(comparison, "Best per column in bold." + lift))
 
 
 def model_columns(comparison: Comparison) -> list[Column]:
-    columns = [
-        Column("Model", lambda r: r.label),
-        Column("AUC", lambda r: auc_text(r, OVERALL), lambda r: r.auc.mean),
-        Column("GAUC", lambda r: r.gauc.text(), lambda r: r.gauc.mean),
-        Column("LogLoss", lambda r: r.logloss.text(), lambda r: None if r.logloss.mean is None else -r.logloss.mean),
-        Column(f"RelaImpr vs {comparison.base}", lambda r: percent(r.rela_impr)),
-    ]
-    if comparison.oracle_auc:
-        columns.append(Column("Share of oracle lift", lambda r: r.gap_closed.text(3)))
+    """Model, AUC, every other registered metric overall (an optional one only where some model has it,
+    after RelaImpr), then AUC and RelaImpr per scenario."""
+    oracle = comparison.oracle_auc
+    others = [m for m in METRICS if m.name != "auc" and (not m.optional or comparison.has(m.name))]
+    columns = [Column("Model", lambda r: r.label, oracle="oracle (true probability)"),
+               Column("AUC", lambda r: auc_text(r, OVERALL), lambda r: r.scope_auc(OVERALL).mean,
+                      number(oracle.get(OVERALL))),
+               *[metric_column(m) for m in others if not m.optional],
+               Column(f"RelaImpr vs {comparison.base}", lambda r: percent(r.rela_impr[OVERALL])),
+               *[metric_column(m) for m in others if m.optional]]
     for s in comparison.scenarios:
         columns += [Column(f"{s} AUC (n={comparison.test_rows[s]:,})", lambda r, s=s: auc_text(r, s),
-                           lambda r, s=s: r.scenario_auc[s].mean),
-                    Column(f"{s} RelaImpr", lambda r, s=s: percent(r.scenario_rela_impr[s]))]
+                           lambda r, s=s: r.scope_auc(s).mean, number(oracle.get(s))),
+                    Column(f"{s} RelaImpr", lambda r, s=s: percent(r.rela_impr[s]))]
     return columns
+
+
+def metric_column(metric: Metric) -> Column:
+    """A registered metric overall: its value over seeds, the best in bold, and the oracle's where known."""
+    sign = 1 if metric.higher_is_better else -1
+    return Column(metric.label, lambda r: r.cell(metric.name).text(metric.digits),
+                  lambda r: None if r.cell(metric.name).mean is None else sign * r.cell(metric.name).mean,
+                  "" if metric.of_oracle is None else f"{metric.of_oracle:.{metric.digits}f}")
 
 
 def by_scenario(comparison: Comparison) -> Layout:
@@ -309,7 +295,7 @@ def best_index(scores: list[float | None]) -> int | None:
 def caption(comparison: Comparison, bold: str) -> str:
     seeds = "/".join(map(str, sorted({len(r.seeds) for r in comparison.rows})))
     base = comparison.base
-    dataset = f"{comparison.dataset['name']}/{comparison.dataset['variant']}"
+    dataset = comparison.dataset.label
     parts = [f"Test AUC on {dataset} (mean ± std over {seeds} seed(s)); RelaImpr against {base} from mean AUCs.",
              bold, *label_shift(comparison)]
     tests = [s for row in comparison.rows for s in row.significance.values()]
@@ -466,7 +452,7 @@ def to_html(comparison: Comparison, by: str = "model") -> str:
 
 
 def title(comparison: Comparison) -> str:
-    return f"mscbench: {comparison.dataset['name']}/{comparison.dataset['variant']}, models against {comparison.base}"
+    return f"mscbench: {comparison.dataset.label}, models against {comparison.base}"
 
 
 # The columns of the tidy table (`to_csv`, `to_frame`) and their types.
@@ -485,7 +471,6 @@ def to_csv(comparison: Comparison, by: str = "model") -> str:
     for row in comparison.rows:
         seeds = " ".join(map(str, row.seeds))
         for scope in comparison.scopes:
-            overall = scope == OVERALL
             test = row.significance.get(scope)
             interval = row.auc_interval.get(scope) or ["", ""]
             tested = ["", "", "", "", ""] if test is None else [
@@ -493,11 +478,10 @@ def to_csv(comparison: Comparison, by: str = "model") -> str:
             auc = row.scope_auc(scope)
             writer.writerow([row.model, seeds, scope, "auc", auc.mean, auc.std, row.scope_rela_impr(scope),
                              *tested, *interval])
-            others = {"logloss": row.logloss if overall else row.scenario_logloss[scope]}
-            if overall:
-                others |= {"gauc": row.gauc, "gap_closed": row.gap_closed}
-            for metric, cell in others.items():
-                writer.writerow([row.model, seeds, scope, metric, cell.mean, cell.std, *[""] * 8])
+            for metric in (m for m in METRICS if m.name != "auc"):
+                if scope == OVERALL or metric.per_scenario:
+                    cell = row.cell(metric.name, scope)
+                    writer.writerow([row.model, seeds, scope, metric.name, cell.mean, cell.std, *[""] * 8])
     return buffer.getvalue()
 
 

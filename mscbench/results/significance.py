@@ -15,13 +15,13 @@ import numpy as np
 
 from mscbench.errors import UserError
 from mscbench.eval.significance import bootstrap_auc_ci, delong, paired_test
-from mscbench.results.store import OVERALL, scope_metrics
+from mscbench.results.record import OVERALL, RunRecord
 
 ALPHA = 0.05  # a difference with p below this is marked
 BOOTSTRAP_ROUNDS = 1000  # resamples per bootstrap interval
 DELONG_MARK, PAIRED_MARK = "*", "†"
 
-PredictionsOf = Callable[[dict], dict[str, np.ndarray]]  # run record -> its stored test predictions
+PredictionsOf = Callable[[RunRecord], dict[str, np.ndarray]]  # run record -> its stored test predictions
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class AlignedPredictions:
         self.loaded: dict[str, dict[str, np.ndarray]] = {}
         self.reference: tuple[str, dict[str, np.ndarray]] | None = None
 
-    def __call__(self, record: dict) -> dict[str, np.ndarray]:
-        run_id = record["run_id"]
+    def __call__(self, record: RunRecord) -> dict[str, np.ndarray]:
+        run_id = record.run_id
         if run_id not in self.loaded:
             self.loaded[run_id] = self.checked(run_id, self.predictions_of(record))
         return self.loaded[run_id]
@@ -79,10 +79,10 @@ class AlignedPredictions:
                 **{name: scenario == index for index, name in enumerate(self.scenarios)}}
 
 
-def against_base(runs: list[dict], base_runs: list[dict], scopes: list[str],
+def against_base(runs: list[RunRecord], base_runs: list[RunRecord], scopes: list[str],
                  predictions: AlignedPredictions | None) -> dict[str, Significance]:
     """Every scope's tests of `runs` (one model, one run per seed) against the base model's runs."""
-    seeds = sorted({r["seed"] for r in runs} & {r["seed"] for r in base_runs})
+    seeds = sorted({r.seed for r in runs} & {r.seed for r in base_runs})
     delong_results = ({} if predictions is None or not seeds
                       else delong_by_scope(run_of(runs, seeds[0]), run_of(base_runs, seeds[0]), predictions))
     significance = {}
@@ -100,18 +100,18 @@ def against_base(runs: list[dict], base_runs: list[dict], scopes: list[str],
     return significance
 
 
-def delong_by_scope(run: dict, base_run: dict, predictions: AlignedPredictions) -> dict:
+def delong_by_scope(run: RunRecord, base_run: RunRecord, predictions: AlignedPredictions) -> dict:
     model, base = predictions(run), predictions(base_run)
     results = {scope: delong(model["label"][rows], model["prob"][rows], base["prob"][rows])
                for scope, rows in predictions.masks().items()}
     return {scope: result for scope, result in results.items() if result is not None}
 
 
-def bootstrap_intervals(runs: list[dict], scopes: list[str], predictions: AlignedPredictions, rounds: int,
+def bootstrap_intervals(runs: list[RunRecord], scopes: list[str], predictions: AlignedPredictions, rounds: int,
                         done: Callable[[], None] = lambda: None) -> dict[str, list[float] | None]:
     """95% bootstrap interval of the AUC of the model's smallest seed, per scope (None: one class only);
     `done` is called after each scope's (a progress bar's step)."""
-    arrays = predictions(run_of(runs, min(r["seed"] for r in runs)))
+    arrays = predictions(run_of(runs, min(r.seed for r in runs)))
     masks = predictions.masks()
     intervals = {}
     for scope in scopes:
@@ -121,9 +121,9 @@ def bootstrap_intervals(runs: list[dict], scopes: list[str], predictions: Aligne
     return intervals
 
 
-def run_of(runs: list[dict], seed: int) -> dict:
-    return next(r for r in runs if r["seed"] == seed)
+def run_of(runs: list[RunRecord], seed: int) -> RunRecord:
+    return next(r for r in runs if r.seed == seed)
 
 
-def auc_of(record: dict, scope: str) -> float | None:
-    return scope_metrics(record, scope)["auc"]
+def auc_of(record: RunRecord, scope: str) -> float | None:
+    return record.scope(scope).auc

@@ -20,12 +20,10 @@ import torch
 
 from mscbench.errors import UserError
 from mscbench.files import write_atomic
+from mscbench.results.record import RunRecord
 
-METRICS_SCHEMA = 1
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE = "config.toml", "metrics.json", "history.jsonl"
 MODEL_FILE, PREDICTIONS_FILE, CHECKPOINT_FILE = "model.pt", "predictions.npz", "checkpoint.pt"
-OVERALL = "overall"  # the scope of all test rows, beside each scenario's name
-RECORD_KEYS = ("run_id", "model", "seed", "dataset", "metrics")  # what every reader of a run relies on
 
 
 class RunStore:
@@ -70,35 +68,29 @@ class RunStore:
             handle.flush()
             yield  # closing the file releases the lock
 
-    def finish(self, run_id: str, metrics: dict, history: list[dict], model_state: dict,
+    def finish(self, record: RunRecord, history: list[dict], model_state: dict,
                predictions: dict[str, np.ndarray]) -> None:
         """Write the run's files, `metrics.json` last, and drop the resume checkpoint."""
-        directory = self.path(run_id)
+        directory = self.path(record.run_id)
         write_atomic(directory / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history))
         torch.save(model_state, directory / MODEL_FILE)
         np.savez_compressed(directory / PREDICTIONS_FILE, **predictions)
-        write_atomic(directory / METRICS_FILE, json.dumps({"schema": METRICS_SCHEMA, **metrics}, indent=2))
+        write_atomic(directory / METRICS_FILE, record.to_json())
         (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
 
-    def load(self, run_id: str) -> dict:
+    def load(self, run_id: str) -> RunRecord:
         path = self.path(run_id) / METRICS_FILE
         try:
-            metrics = json.loads(path.read_text())
+            return RunRecord.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
             raise UserError(f"run {run_id} is not in {self.root} (no {METRICS_FILE}): train it first") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UserError(f"{path} is corrupt ({error}): delete the run directory to retrain it") from None
-        if not isinstance(metrics, dict) or metrics.get("schema") != METRICS_SCHEMA:
-            schema = metrics.get("schema") if isinstance(metrics, dict) else None
-            raise UserError(f"{path} has schema {schema!r}, not {METRICS_SCHEMA}: retrain it")
-        missing = [key for key in RECORD_KEYS if key not in metrics]
-        if missing or not {"overall", "scenarios"} <= set(metrics["metrics"]):
-            raise UserError(f"{path} is corrupt (missing {', '.join(missing) or 'overall/scenarios metrics'}): "
-                            "delete the run directory to retrain it")
-        return metrics
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
+            raise UserError(f"{path} is corrupt ({error}): retrain the run with --rerun, or delete "
+                            f"{path.parent}") from None
 
-    def predictions(self, run_id: str) -> dict[str, np.ndarray]:
-        """The stored test predictions: `prob`, `label` and `scenario`, one entry per test row in order."""
+    def predictions(self, run_id: str, rows: int | None = None) -> dict[str, np.ndarray]:
+        """The stored test predictions: `prob`, `label` and `scenario`, one entry per test row in order
+        (`rows` of them, where the caller knows how many the run was evaluated on)."""
         path = self.path(run_id) / PREDICTIONS_FILE
         try:
             with np.load(path) as stored:
@@ -109,10 +101,15 @@ class RunStore:
             raise UserError(f"{path} is corrupt ({error}): retrain the run with --rerun") from None
         if not {"prob", "label", "scenario"} <= set(arrays):
             raise UserError(f"{path} lacks prob, label or scenario: retrain the run with --rerun")
+        lengths = {len(arrays[key]) for key in ("prob", "label", "scenario")}
+        if len(lengths) > 1 or (rows is not None and lengths != {rows}):
+            raise UserError(f"{path} holds {'/'.join(str(len(arrays[k])) for k in ('prob', 'label', 'scenario'))} "
+                            f"predictions/labels/scenarios{'' if rows is None else f' for {rows:,} test rows'}: "
+                            "retrain the run with --rerun")
         return arrays
 
-    def predictions_of(self, record: dict) -> dict[str, np.ndarray]:
-        return self.predictions(record["run_id"])
+    def predictions_of(self, record: RunRecord) -> dict[str, np.ndarray]:
+        return self.predictions(record.run_id, record.metrics.overall.rows)
 
     def history(self, run_id: str) -> list[dict]:
         """The run's curves, one dict per epoch (and per scenario for the individual protocol)."""
@@ -136,17 +133,6 @@ def locate_run(run: str, runs_dir: Path) -> tuple[RunStore, str]:
         if (directory / METRICS_FILE).exists():
             return RunStore(directory.parent), directory.name
     raise UserError(f"{run} is not a complete run: no {METRICS_FILE} in it, nor a run of that id in {runs_dir}")
-
-
-def scope_metrics(record: dict, scope: str) -> dict:
-    """A run record's metrics of one scope: "overall" or a scenario name."""
-    metrics = record["metrics"]
-    if scope == OVERALL:
-        return metrics["overall"]
-    try:
-        return metrics["scenarios"][scope]
-    except KeyError:
-        raise UserError(f"run {record['run_id']} has no scenario {scope!r}: it was made on other data") from None
 
 
 def to_toml(table: dict, prefix: str = "") -> str:

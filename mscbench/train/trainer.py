@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import random
 import sys
 import time
@@ -302,8 +303,12 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam) -> dict:
-    payload = torch.load(path, weights_only=True, map_location="cpu")
-    model.load_state_dict(payload.pop("model"))
-    optimizer.load_state_dict(payload.pop("optimizer"))
-    torch.set_rng_state(payload.pop("torch_rng"))
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+        model.load_state_dict(payload.pop("model"))
+        optimizer.load_state_dict(payload.pop("optimizer"))
+        torch.set_rng_state(payload.pop("torch_rng"))
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as error:
+        raise UserError(f"checkpoint {path} is corrupt or not this run's ({type(error).__name__}): start the run "
+                        "afresh with --no-resume (or --rerun)") from None
     return payload

@@ -38,5 +38,5 @@ def test_models_learn_the_split(data_dir, tmp_path, model):
     # one epoch of either model reaches about 0.67. The bound is loose to stay robust across seeds.
     plan = plan_run("movielens-small", model, data_dir, {}, {"epochs": 1, "batch_size": 512})
     record = execute(plan, RunStore(tmp_path / "runs"))
-    overall = record["metrics"]["overall"]
-    assert overall["rows"] == 10_084 and overall["auc"] > 0.64
+    overall = record.metrics.overall
+    assert overall.rows == 10_084 and overall.auc > 0.64
