@@ -55,7 +55,8 @@ def get_or_run(plan: PlannedRun, store: RunStore, progress: Progress | None = No
     described = f"{plan.model} (seed {plan.train.seed})"
     with process_group(process_device(choose_device(plan.train.device))), \
             store.lock(plan.run_id, say) if is_main_process() else nullcontext():
-        state = MISSING if rerun else from_main_process(run_state(plan, store))  # a broken run is rerun too
+        # the main process reads the store and tells the others; a broken run is rerun too
+        state = MISSING if rerun else from_main_process(run_state(plan, store) if is_main_process() else None)
         if state == COMPLETE or (state == STALE and allow_stale):
             say(f"reusing {described}" + (", a stale run made by other code (--allow-stale)"
                                           if state == STALE else ""))
