@@ -18,7 +18,8 @@ from mscbench.cli import main
 from mscbench.data.card import check_card_data, load_card, prepare_card
 from mscbench.data.manifest import MANIFEST_FILE
 from mscbench.data.prepare import list_prepared
-from mscbench.eval.metrics import evaluate_predictions
+from mscbench.eval.evaluation import evaluate_predictions
+from mscbench.results.record import DatasetRef, RunRecord
 from mscbench.results.report import compare_runs
 from tests.data import test_card
 
@@ -305,5 +306,5 @@ def test_bucketed_scenarios_keep_the_order_of_their_edges(tmp_path, capsys):
     # the report keeps the order it gets from the runs (the manifest's), never sorting names as text
     label, scenario = np.arange(40) % 2, np.arange(40) % 4
     metrics = evaluate_predictions(label, (label + np.arange(40) / 80) / 2, scenario, order)
-    record = {"run_id": "r", "model": "dnn", "seed": 0, "dataset": {"fingerprint": "f"}, "metrics": metrics}
+    record = RunRecord(run_id="r", model="dnn", seed=0, dataset=DatasetRef("buckets", "v", "f"), metrics=metrics)
     assert compare_runs([record], "dnn").scopes[1:] == order
