@@ -42,6 +42,11 @@ class TrainConfig:
     optimizer: Literal["adam", "lazy_adam"] = "adam"
     threads: int = 0  # CPU threads of torch's operators; 0 = one per core, or 1 on a machine busy at start
     amp: bool = False  # bf16 autocast of forward passes on CUDA; on CPU it is refused (an error says so)
+    # Where batches are gathered: "always" moves each split to the device once and shuffles and gathers there;
+    # "never" gathers on the host and copies each batch (pinned, overlapping the previous step); "auto" moves
+    # a split to a GPU when it needs at most half the GPU's free memory, and keeps the host path on the CPU.
+    # Both give the same batches in the same order.
+    data_on_device: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self) -> None:
         if self.optimizer == "lazy_adam" and self.weight_decay:

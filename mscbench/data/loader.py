@@ -4,12 +4,18 @@ A split is read once, in bounded chunks, into arrays held in memory, or, when th
 comfortably, into `.npy` files cached beside the Parquet (`train.sparse.npy`, ...) that are then
 memory-mapped. Either way `SplitData` holds one tensor per Batch field, plus `user` and `oracle` for
 evaluation.
+
+Training and prediction take batches on their device in one of two ways (`place`, `device_batches`): a
+split that fits comfortably in the device's memory is moved there once and shuffled and gathered there
+(resident); otherwise each batch is gathered on the host, copied from pinned memory, and the next batch's
+gather and copy are issued before the current batch's step runs (one batch of lookahead). Both draw the
+same permutation on the CPU, so they train on the same batches in the same order.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -24,6 +30,10 @@ from mscbench.data.prepare import USER_KEY
 
 READ_CHUNK_ROWS = 262_144
 MEMORY_SHARE = 0.25  # map from disk when a split needs more than this share of the available memory
+# A split lives on the GPU when it needs at most this share of the GPU's free memory: the rest is left to
+# the model, its optimiser state and its activations (under 2 GiB per model at batch 4096 on an H200).
+DEVICE_SHARE = 0.5
+BATCH_FIELDS = ("sparse", "dense", "seq", "seq_gap", "scenario", "label")
 
 Shapes = dict[str, tuple[tuple[int, ...], type]]  # array name -> (shape, numpy dtype)
 
@@ -42,6 +52,16 @@ class SplitData:
     def __len__(self) -> int:
         return self.label.shape[0]
 
+    def batch_bytes(self) -> int:
+        """Bytes of the fields batches are made of (what `to` moves)."""
+        return sum(getattr(self, name).nbytes for name in BATCH_FIELDS)
+
+    def to(self, device: torch.device) -> SplitData:
+        """The split with its batch fields on `device`; `user` and `oracle`, read by evaluation on the host,
+        stay where they are."""
+        return SplitData(**{f.name: getattr(self, f.name).to(device) if f.name in BATCH_FIELDS
+                            else getattr(self, f.name) for f in fields(self)})
+
     def batch(self, rows: torch.Tensor | slice) -> Batch:
         """The rows of a slice (views, no copy) or of an index tensor (gathered by `index_select`, several
         times faster than advanced indexing)."""
@@ -52,12 +72,16 @@ class SplitData:
                      seq_gap=take(self.seq_gap), scenario=take(self.scenario), label=take(self.label))
 
     def batches(self, batch_size: int, shuffle: bool, seed: int | None = None) -> Iterator[Batch]:
-        """Every row once, in order or in a permutation drawn from `seed` (the global torch RNG if None)."""
+        """Every row once, in order or in a permutation drawn from `seed` (the global torch RNG if None).
+
+        The permutation is drawn on the CPU wherever the split is, then moved to it: the same seed gives
+        the same order on every device.
+        """
         starts = range(0, len(self), batch_size)
         if not shuffle:  # slices are views: no copy, sequential reads of a memory map
             return (self.batch(slice(start, start + batch_size)) for start in starts)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        order = torch.randperm(len(self), generator=generator)
+        order = torch.randperm(len(self), generator=generator).to(self.label.device)
         return (self.batch(order[start:start + batch_size]) for start in starts)
 
     def select(self, rows: torch.Tensor | np.ndarray) -> SplitData:
@@ -65,6 +89,44 @@ class SplitData:
         rows = torch.as_tensor(rows)
         return SplitData(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
                             for f in fields(self)})
+
+
+def resident(data: SplitData, device: torch.device, setting: str) -> bool:
+    """Whether `data` should live on `device` for training or prediction (TrainConfig.data_on_device):
+    "always", "never", or with "auto" on a GPU when it needs at most DEVICE_SHARE of the GPU's free memory.
+    On the CPU "auto" keeps the host path (the data already is in the device's memory)."""
+    if setting != "auto":
+        return setting == "always"
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.batch_bytes() <= DEVICE_SHARE * free
+
+
+def place(data: SplitData, device: torch.device, setting: str) -> SplitData:
+    """`data` moved to `device` once when it should be resident there, else `data` itself."""
+    return data.to(device) if resident(data, device, setting) else data
+
+
+def device_batches(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
+    """`batches` on `device`, each one's gather and copy issued before the previous one is handed out, so
+    that on a GPU they overlap the previous step's kernels. Host batches bound for a GPU go through pinned
+    memory (asynchronous copies); batches already on `device` pass through unchanged."""
+    def moved(batch: Batch) -> Batch:
+        if batch.label.device.type == "cpu" and device.type == "cuda":
+            batch = batch.pin_memory()
+        return batch.to(device)
+
+    iterator = iter(batches)
+    current = next(iterator, None)
+    if current is None:
+        return
+    current = moved(current)
+    for following in iterator:
+        following = moved(following)
+        yield current
+        current = following
+    yield current
 
 
 def load_split(dataset_path: Path, manifest: Manifest, split: str,

@@ -140,7 +140,8 @@ def train_model(plan: PlannedRun, splits: dict[str, SplitData], device: torch.de
 
 
 def predict_test(plan: PlannedRun, model: torch.nn.Module, test: SplitData, device: torch.device) -> Prediction:
-    return predict(model, test, plan.train.eval_batch_size, device, plan.manifest.num_scenarios, plan.train.amp)
+    return predict(model, test, plan.train.eval_batch_size, device, plan.manifest.num_scenarios, plan.train.amp,
+                   plan.train.data_on_device)
 
 
 def run_individual(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, directory: Path | None,

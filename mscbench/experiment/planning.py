@@ -28,7 +28,7 @@ from mscbench.train.trainer import choose_device, resolved_threads
 # `threads` is in it, resolved (0 = one per core): the thread count sets the summation order inside torch's
 # operators and so moves the 4th digit of the metrics; results independent of it would need single-thread
 # reductions, several times slower. The number of data-parallel processes is in it for the same reason.
-NOT_IDENTITY = ("device", "eval_batch_size")
+NOT_IDENTITY = ("device", "eval_batch_size", "data_on_device")  # data_on_device: the same batches either way
 
 PACKAGE = Path(mscbench.__file__).resolve().parent
 # The code besides the model's own module that computes a run's numbers, relative to the package: the

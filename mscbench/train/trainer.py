@@ -18,7 +18,7 @@ from rich.progress import Progress
 from torch import nn
 
 from mscbench.config import ConfigError, TrainConfig
-from mscbench.data.loader import SplitData
+from mscbench.data.loader import SplitData, device_batches, place
 from mscbench.errors import UserError
 from mscbench.eval.metrics import auc, logloss
 from mscbench.models.base import Scheduled
@@ -161,13 +161,15 @@ def batch_loss(model: nn.Module, batch) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.device,
-            num_scenarios: int, amp: bool = False) -> Prediction:
-    """Probabilities for every row, and each model extra averaged over each scenario's rows."""
+            num_scenarios: int, amp: bool = False, data_on_device: str = "auto") -> Prediction:
+    """Probabilities for every row, and each model extra averaged over each scenario's rows.
+
+    `data_on_device` (TrainConfig's setting) decides whether `data` is first moved to `device` whole."""
     model.eval()
     probs, sums = [], {}
     counts = torch.zeros(num_scenarios, device=device)
-    for batch in data.batches(batch_size, shuffle=False):
-        batch = batch.to(device)
+    data = place(data, device, data_on_device)
+    for batch in device_batches(data.batches(batch_size, shuffle=False), device):
         with autocast(device, amp):
             output = model(batch)
         probs.append(torch.sigmoid(output.logit).float())
@@ -196,6 +198,7 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
     check_amp(config, device)
     configure_threads(config)
     model.to(device)
+    placed_train, placed_valid = (place(split, device, config.data_on_device) for split in (train, valid))
     optimizer = build_optimizer(model, config)
     state = {"epoch": 0, "best_epoch": 0, "best_valid_auc": None, "best_model": None, "bad_epochs": 0,
              "history": [], "train_seconds": 0.0, "trained_samples": 0, "step": 0}
@@ -205,10 +208,11 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
-        train_loss, state["step"] = train_epoch(model, optimizer, train, config, device, epoch, progress,
+        train_loss, state["step"] = train_epoch(model, optimizer, placed_train, config, device, epoch, progress,
                                                 state["step"], shard)
         seconds = time.perf_counter() - started
-        valid_prob = predict(model, valid, config.eval_batch_size, device, num_scenarios, config.amp).prob
+        valid_prob = predict(model, placed_valid, config.eval_batch_size, device, num_scenarios, config.amp,
+                             config.data_on_device).prob
         valid_auc = auc(valid.label.numpy(), valid_prob)
         record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
                   "valid_logloss": logloss(valid.label.numpy(), valid_prob), "train_seconds": seconds,
@@ -259,8 +263,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, d
     task = progress.add_task(f"epoch {epoch}", total=len(data)) if progress else None
     total_loss = torch.zeros((), device=device)
     shuffle_seed = config.seed * 1_000_003 + epoch  # a fresh, reproducible order every epoch
-    for batch in data.batches(config.batch_size, shuffle=True, seed=shuffle_seed):
-        batch = batch.select(slice(rank, None, world)).to(device) if world > 1 else batch.to(device)
+    batches = data.batches(config.batch_size, shuffle=True, seed=shuffle_seed)
+    if world > 1:
+        batches = (batch.select(slice(rank, None, world)) for batch in batches)
+    for batch in device_batches(batches, device):
         for module in scheduled:
             module.advance_schedule(step)
         with autocast(device, config.amp):
