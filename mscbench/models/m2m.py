@@ -17,6 +17,11 @@ behaviour tokens (all sequences side by side) with learned position embeddings, 
 
 `task_view = False` scores experts by v^T Meta_att(E_i). Every generated weight is a function of the
 sample's own S̃, so nothing mixes samples of a batch. V_w holds d_s·d_h² parameters per generated layer.
+
+Memory: the generated weights W^(k) are [B, d_h, d_h] per layer (64 MiB per 1,000 samples for the meta
+attention's d_h = 128). Autograd would keep every layer's W^(k) for the backward pass, so `generated_matmul`
+keeps only h and S̃ and generates W^(k) again when the gradients are computed: one layer's W^(k) is alive at a
+time (benchmarks/README.md, "m2m's memory").
 """
 
 from __future__ import annotations
@@ -70,11 +75,40 @@ class MetaUnit(nn.Module):
     def forward(self, h: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """`h` [B, ..., d_h], `condition` S̃ [B, d_s] -> [B, ..., d_h]."""
         for weights, biases in zip(self.weight_generators, self.bias_generators):
-            weight = weights(condition).view(-1, self.width, self.width)  # [B, d_h, d_h]  W^(k)
+            rows = h.reshape(len(h), -1, self.width)  # [B, R, d_h], the R rows of each sample side by side
+            transformed = GeneratedMatmul.apply(rows, condition, weights.weight, weights.bias)  # h W^(k)
             bias = biases(condition)  # [B, d_h]  b^(k)
-            h = nn.functional.leaky_relu(torch.einsum("b...i,bij->b...j", h, weight) +
-                                         bias.view(len(bias), *[1] * (h.dim() - 2), -1))
+            h = nn.functional.leaky_relu(transformed.view_as(h) + bias.view(len(bias), *[1] * (h.dim() - 2), -1))
         return h
+
+
+def generate(condition: torch.Tensor, generator_weight: torch.Tensor, generator_bias: torch.Tensor,
+             width: int) -> torch.Tensor:
+    """W = reshape(V_w S̃ + v_w): [B, d_h, d_h] from `condition` S̃ [B, d_s] (Eq. 5)."""
+    return torch.addmm(generator_bias, condition, generator_weight.t()).view(-1, width, width)
+
+
+class GeneratedMatmul(torch.autograd.Function):
+    """h W with W generated per sample from S̃, the same numbers as `torch.bmm(h, generate(...))` but without
+    keeping W for the backward pass: it saves h and S̃ and generates W again there (one small matrix product),
+    so the [B, d_h, d_h] tensors of all the generated layers are never alive at once."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, rows, condition, generator_weight, generator_bias):
+        ctx.save_for_backward(rows, condition, generator_weight, generator_bias)
+        return torch.bmm(rows, generate(condition, generator_weight, generator_bias, rows.shape[2]))  # [B, R, d_h]
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad):  # grad [B, R, d_h]
+        rows, condition, generator_weight, generator_bias = ctx.saved_tensors
+        weight = generate(condition, generator_weight, generator_bias, rows.shape[2])  # [B, d_h, d_h]
+        grad_rows = torch.bmm(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        del weight  # before the weight's own gradient, of the same size, is made
+        grad_weight = torch.bmm(rows.transpose(1, 2), grad).flatten(1)  # [B, d_h²]  dL/dW
+        grad_condition = grad_weight @ generator_weight if ctx.needs_input_grad[1] else None
+        return grad_rows, grad_condition, grad_weight.t() @ condition, grad_weight.sum(0)
 
 
 @register("m2m", config=M2MConfig, needs_sequence=True, multi_scenario=True,
