@@ -2,9 +2,13 @@
 
 Runs in the peers' own environment (it imports no mscbench):
 
-    /tmp/peers/bin/python benchmarks/peer_worker.py EXPORT.npz torch-rechub deepfm 4096 THREADS
+    /tmp/peers/bin/python benchmarks/peer_worker.py EXPORT.npz torch-rechub deepfm 4096 THREADS [DEVICE]
     FUXICTR_ZOO=/tmp/peers/FuxiCTR/model_zoo /tmp/peers/bin/python benchmarks/peer_worker.py \
-        EXPORT.npz fuxictr din 512 THREADS
+        EXPORT.npz fuxictr din 512 THREADS cuda
+
+DEVICE (default cpu; cuda, cuda:1, ...) reaches each toolkit through its own device option: torch-rechub's
+trainers' `device`, DeepCTR-Torch's models' `device`, FuxiCTR's `gpu` (-1 is the CPU). The peak memory is
+the GPU's peak allocation there, the process's peak resident memory on the CPU.
 
 Each toolkit is used through its public API as its documentation shows it: torch-rechub's feature
 classes, model and `CTRTrainer` (`MTLTrainer` for the multi-task models); DeepCTR-Torch's feature columns,
@@ -96,9 +100,9 @@ def rechub_features(data: dict, pooling: str) -> tuple[dict, list, list]:
     return sparse, dense, seqs
 
 
-def rechub(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
+def rechub(data: dict, model_name: str, batch: int, device: str) -> tuple[float, np.ndarray]:
     if model_name in MULTI_TASK:
-        return rechub_multitask(data, model_name, batch)
+        return rechub_multitask(data, model_name, batch, device)
     from torch_rechub.models.ranking import DCN, DIN, DeepFM
     from torch_rechub.trainers import CTRTrainer
     from torch_rechub.utils.data import DataGenerator
@@ -121,14 +125,14 @@ def rechub(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
     loaders = DataGenerator(train, data["train_label"]).generate_dataloader(
         x_val=test, y_val=data["test_label"], x_test=test, y_test=data["test_label"], batch_size=batch)
     trainer = CTRTrainer(model, optimizer_params={"lr": LR, "weight_decay": 0.0}, n_epoch=1,
-                         model_path=tempfile.mkdtemp())
+                         model_path=tempfile.mkdtemp(), device=device)
     started = time.perf_counter()
     trainer.fit(loaders[0])
     seconds = time.perf_counter() - started
     return seconds, np.asarray(trainer.predict(trainer.model, loaders[2]))
 
 
-def rechub_multitask(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
+def rechub_multitask(data: dict, model_name: str, batch: int, device: str) -> tuple[float, np.ndarray]:
     from torch.utils.data import DataLoader
     from torch_rechub.models.multi_task import MMOE, PLE, SharedBottom
     from torch_rechub.trainers import MTLTrainer
@@ -150,7 +154,7 @@ def rechub_multitask(data: dict, model_name: str, batch: int) -> tuple[float, np
     loaders = DataGenerator(train, labels[0]).generate_dataloader(
         x_val=valid, y_val=labels[1], x_test=valid, y_test=labels[1], batch_size=batch)
     trainer = MTLTrainer(model, task, optimizer_params={"lr": LR, "weight_decay": 0.0}, n_epoch=1,
-                         model_path=tempfile.mkdtemp())
+                         model_path=tempfile.mkdtemp(), device=device)
     started = time.perf_counter()
     trainer.fit(loaders[0], loaders[1])
     seconds = time.perf_counter() - started
@@ -170,7 +174,7 @@ def deepctr_history(split: dict[str, np.ndarray], data: dict) -> dict[str, np.nd
     return out
 
 
-def deepctr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
+def deepctr(data: dict, model_name: str, batch: int, device: str) -> tuple[float, np.ndarray]:
     from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
     from deepctr_torch.models import DCN, DIN, DeepFM
 
@@ -179,7 +183,7 @@ def deepctr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]
     dense = [DenseFeat(str(name), 1) for name in data["dense_names"]]
     maxlen = int(data["train_seq"].shape[2])
     train, test = columns(data, "train"), columns(data, "test")
-    no_l2 = {"l2_reg_embedding": 0.0, "l2_reg_dnn": 0.0, "dnn_hidden_units": tuple(HIDDEN)}
+    no_l2 = {"l2_reg_embedding": 0.0, "l2_reg_dnn": 0.0, "dnn_hidden_units": tuple(HIDDEN), "device": device}
     if model_name == "din":
         targets = [table for _, table in sequences(data)]
         history = [VarLenSparseFeat(SparseFeat(f"hist_{table}", vocab[table], embedding_dim=DIM,
@@ -194,7 +198,7 @@ def deepctr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]
         features = sparse + pooled + dense
         no_l2["l2_reg_linear"] = 0.0
         if model_name in MULTI_TASK:
-            model = deepctr_multitask(features, model_name)
+            model = deepctr_multitask(features, model_name, device)
         elif model_name == "deepfm":
             model = DeepFM(features, features, **no_l2)
         else:
@@ -206,13 +210,13 @@ def deepctr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]
     return seconds, model.predict(test, batch_size=8192).ravel()
 
 
-def deepctr_multitask(features: list, model_name: str):
+def deepctr_multitask(features: list, model_name: str, device: str):
     """DeepCTR's multi-task model for one task: built for two (it refuses fewer), it keeps the first task's
     gate and tower; `fit` and `predict` follow `num_tasks`."""
     from deepctr_torch.models import MMOE, PLE, SharedBottom
 
     two = {"task_types": ("binary", "binary"), "task_names": ("label", "unused"), "l2_reg_embedding": 0.0,
-           "l2_reg_dnn": 0.0}
+           "l2_reg_dnn": 0.0, "device": device}
     if model_name == "shared_bottom":
         model = SharedBottom(features, bottom_dnn_hidden_units=tuple(BOTTOM),
                              tower_dnn_hidden_units=tuple(BOTTOM_TOWER), **two)
@@ -239,7 +243,8 @@ def deepctr_ple_one_task(model) -> None:
         del model.specific_experts[level][1:], model.specific_gate_dnn_final_layer[level][1:]
         del model.shared_experts[level][0][SHARED:]
         gate = model.shared_gate_dnn_final_layer[level]
-        model.shared_gate_dnn_final_layer[level] = torch.nn.Linear(gate.in_features, SPECIFIC + SHARED, bias=False)
+        model.shared_gate_dnn_final_layer[level] = torch.nn.Linear(gate.in_features, SPECIFIC + SHARED, bias=False,
+                                                                   device=gate.weight.device)
 
 
 def fuxictr_feature_map(data: dict, folder: Path, pool: bool):
@@ -262,12 +267,13 @@ def fuxictr_feature_map(data: dict, folder: Path, pool: bool):
     return feature_map
 
 
-def fuxictr_model(feature_map, model_name: str, data: dict, model_root: str):
+def fuxictr_model(feature_map, model_name: str, data: dict, model_root: str, device: str):
     """One model of FuxiCTR's zoo, from the checkout at `$FUXICTR_ZOO` (its wheel ships no models)."""
     zoo = Path(os.environ["FUXICTR_ZOO"])
     sys.path.insert(0, str(zoo.parent))
     models = importlib.import_module(zoo.name)
-    common = {"gpu": -1, "optimizer": "adam", "loss": "binary_crossentropy", "learning_rate": LR,
+    gpu = (torch.device(device).index or 0) if device.startswith("cuda") else -1  # its device option (-1: CPU)
+    common = {"gpu": gpu, "optimizer": "adam", "loss": "binary_crossentropy", "learning_rate": LR,
               "embedding_dim": DIM, "embedding_regularizer": None, "net_regularizer": None, "net_dropout": 0,
               "batch_norm": False, "metrics": ["AUC"], "verbose": 0, "model_root": model_root}
     if model_name == "din":
@@ -291,7 +297,7 @@ def fuxictr_model(feature_map, model_name: str, data: dict, model_root: str):
     return models.DCN(feature_map, dnn_hidden_units=HIDDEN, num_cross_layers=CROSS_LAYERS, **common)
 
 
-def fuxictr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]:
+def fuxictr(data: dict, model_name: str, batch: int, device: str) -> tuple[float, np.ndarray]:
     from fuxictr.pytorch.dataloaders import RankDataLoader
 
     with tempfile.TemporaryDirectory() as root:  # the splits as .npz files, read whole by the loaders
@@ -306,7 +312,7 @@ def fuxictr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]
         files = {f"{split}_data": str(folder / f"{split}.npz") for split in splits}
         train, valid, test = RankDataLoader(feature_map, batch_size=batch, shuffle=True, num_workers=0,
                                             **files)
-        model = fuxictr_model(feature_map, model_name, data, root)
+        model = fuxictr_model(feature_map, model_name, data, root, device)
         started = time.perf_counter()
         model.fit(train, epochs=1, validation_data=valid)
         seconds = time.perf_counter() - started
@@ -316,21 +322,39 @@ def fuxictr(data: dict, model_name: str, batch: int) -> tuple[float, np.ndarray]
 
 def main() -> None:
     path, toolkit, model_name, batch, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+    device = sys.argv[6] if len(sys.argv) > 6 else "cpu"
     torch.set_num_threads(int(threads))  # the same operator threads as mscbench's run
     torch.manual_seed(0)
     data = dict(np.load(path))
     run = {"torch-rechub": rechub, "deepctr-torch": deepctr, "fuxictr": fuxictr}[toolkit]
-    seconds, prob = run(data, model_name, batch)
+    seconds, prob = run(data, model_name, batch, device)
     print(json.dumps({"toolkit": toolkit, "model": model_name, "batch": batch,
                       "train_per_second": len(data["train_label"]) / seconds,
                       "test_auc": float(roc_auc_score(data["test_label"], prob)),
-                      "peak_mib": peak_mib()}))
+                      "peak_mib": peak_mib(device)}))
 
 
-def peak_mib() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+def reset_peak(device: str) -> None:
+    """Start measuring `peak_mib` afresh: the GPU's peak allocation, or on the CPU this process's peak resident
+    memory (Linux: writing 5 to clear_refs sets VmHWM back to the current VmRSS)."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_mib(device: str = "cpu") -> float:
+    """This process's peak memory on `device`: tensors allocated on the GPU (torch's caching allocator), or on
+    the CPU the peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resident_mib("VmHWM")
+
+
+def resident_mib(key: str = "VmRSS") -> float:
+    """A memory line of /proc/self/status (VmRSS: now; VmHWM: the peak), in MiB."""
     with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
+        line = next(line for line in status if line.startswith(f"{key}:"))
     return int(line.split()[1]) / 1024
 
 

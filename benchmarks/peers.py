@@ -7,7 +7,7 @@
     .venv/bin/python -m benchmarks.peers [--peers-python /tmp/peers/bin/python]
         [--models deepfm,dcn | din | shared_bottom,mmoe,ple]
         [--fuxictr-zoo /tmp/peers/FuxiCTR/model_zoo] [--batch-sizes 512,4096] [--train-rows 200000]
-        [--repeats 3] [--set optimizer=lazy_adam]
+        [--repeats 3] [--set optimizer=lazy_adam] [--device cuda]
 
 The synthetic dataset's first `--train-rows` training rows and its whole test split are exported once to
 an `.npz` that the peers read; every (toolkit, model, batch size) then trains in a process of its own, so
@@ -24,7 +24,9 @@ with no scenario field (mscbench routes by it), in mscbench's default setting: S
 64; MMoE 4 experts 128-64, tower Linear(64, 1); PLE one CGC level, 2 specific and 1 shared expert 128-64-32,
 tower 16 (MMoE's embedding dim is set to 16 too). FuxiCTR's wheel ships no models: its worker imports the
 model zoo of a checkout of the installed version (`--fuxictr-zoo`, default `$FUXICTR_ZOO`, else the path
-above).
+above). `--device cuda` trains every toolkit on the GPU, each through its own device option (mscbench's
+`device` setting; the peers' in benchmarks/peer_worker.py), and the peak memory column is then each process's
+peak GPU allocation (torch.cuda.max_memory_allocated) instead of its peak resident memory.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ from benchmarks.peer_worker import (
     SPECIFIC,
     peak_mib,
 )
-from benchmarks.train_speed import DATA_DIR, load_average, measure, synthetic
+from benchmarks.train_speed import DATA_DIR, describe, load_average, measure, synthetic
 from mscbench.config import TrainConfig, build_config, parse_overrides
-from mscbench.train.trainer import configure_threads
+from mscbench.train.trainer import choose_device, configure_threads
 
 PEERS = ("torch-rechub", "deepctr-torch", "fuxictr")  # each has all of SETTINGS' models
 SETTINGS = {  # mscbench's names for the values the peers are built with (benchmarks/peer_worker.py)
@@ -105,7 +107,7 @@ def mscbench_run(model: str, batch: int, train_rows: int, overrides: list[str]) 
     train = splits.pop("train").select(torch.arange(train_rows))  # holds only the rows the peers get
     result = measure(model, manifest, train, splits["test"], config, SETTINGS[model])
     return {"toolkit": "mscbench", "model": model, "batch": batch, "train_per_second": result.train_per_second,
-            "test_auc": result.test_auc, "peak_mib": peak_mib()}
+            "test_auc": result.test_auc, "peak_mib": peak_mib(str(choose_device(config.device)))}
 
 
 def run_in_process(command: list[str]) -> dict:
@@ -123,6 +125,7 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3, help="runs per toolkit; the fastest is kept")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an mscbench setting")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...: every toolkit trains there")
     parser.add_argument("--mscbench-worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mscbench_worker:
@@ -137,9 +140,9 @@ def main() -> None:
         for batch in args.batch_sizes.split(","):
             own = [sys.executable, "-m", "benchmarks.peers", "--mscbench-worker", model, batch,
                    "--train-rows", str(args.train_rows), *(f"--set={item}" for item in args.set),
-                   f"--set=threads={threads}"]
+                   f"--set=threads={threads}", f"--set=device={args.device}"]
             commands = {"mscbench": own, **{peer: [args.peers_python, str(WORKER), str(data), peer, model, batch,
-                                                   threads] for peer in PEERS}}
+                                                   threads, args.device] for peer in PEERS}}
             best: dict[str, dict] = {}
             for _ in range(args.repeats):  # toolkits alternate, so that a busy spell hits them alike
                 for toolkit, command in commands.items():
@@ -148,8 +151,10 @@ def main() -> None:
                         best[toolkit] = result
             rows += [(best["mscbench"], result) for result in best.values()]
     table = Table(title=f"one epoch over {args.train_rows:,} synthetic rows, test AUC on the whole test split, "
-                        f"{threads} thread(s) each, best of {args.repeats} (mscbench settings: {args.set or 'default'})")
-    for column in ("model", "batch", "toolkit", "train samples/s", "test AUC", "peak MiB", "mscbench speed ratio",
+                        f"{threads} thread(s) each, {describe(choose_device(args.device))}, best of {args.repeats} "
+                        f"(mscbench settings: {args.set or 'default'})")
+    peak = "peak GPU MiB" if args.device.startswith("cuda") else "peak MiB"
+    for column in ("model", "batch", "toolkit", "train samples/s", "test AUC", peak, "mscbench speed ratio",
                    "load"):
         table.add_column(column, justify="left" if column in ("model", "toolkit") else "right")
     for ours, result in rows:

@@ -175,6 +175,7 @@ def training_summary(fits: dict[str, FitResult], seconds: float) -> TrainingSumm
         best_valid_auc={name: f.best_valid_auc for name, f in fits.items()},
         epochs_run=sum(len(f.history) for f in fits.values()), train_seconds=train_seconds,
         samples_per_second=samples / max(train_seconds, 1e-9), total_seconds=seconds,
+        compile_seconds=sum(f.compile_seconds for f in fits.values()),
     )
 
 

@@ -48,6 +48,7 @@ class TrainingSummary:
     train_seconds: float
     samples_per_second: float
     total_seconds: float
+    compile_seconds: float = 0.0  # with `compile = true`: the first compiled step, not in train_seconds
 
 
 @dataclass(frozen=True)

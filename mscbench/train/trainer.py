@@ -40,8 +40,19 @@ class FitResult:
     best_epoch: int
     best_valid_auc: float | None
     history: list[dict]
-    train_seconds: float
+    train_seconds: float  # the epochs' training time, compilation excluded
     samples_per_second: float
+    compile_seconds: float = 0.0  # with `compile`: the first compiled step (tracing, compiling, running it)
+
+
+COMPILE_BACKEND = "inductor"  # torch.compile's backend (tests use "aot_eager", which compiles in seconds)
+
+
+def compiled(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` compiled for training steps of one fixed batch shape: on CUDA in "reduce-overhead" mode, whose
+    CUDA graphs replay a step's kernels with one launch. It shares `model`'s parameters and buffers."""
+    mode = {"mode": "reduce-overhead"} if device.type == "cuda" and COMPILE_BACKEND == "inductor" else {}
+    return torch.compile(model, backend=COMPILE_BACKEND, dynamic=False, **mode)
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -146,6 +157,12 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
                             **fastest_adam(parameters))
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -199,28 +216,34 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
     configure_threads(config)
     model.to(device)
     placed_train, placed_valid = (place(split, device, config.data_on_device) for split in (train, valid))
+    step_model, timing = compiled(model, device) if config.compile else None, {}
     optimizer = build_optimizer(model, config)
     state = {"epoch": 0, "best_epoch": 0, "best_valid_auc": None, "best_model": None, "bad_epochs": 0,
-             "history": [], "train_seconds": 0.0, "trained_samples": 0, "step": 0}
+             "history": [], "train_seconds": 0.0, "trained_samples": 0, "step": 0, "compile_seconds": 0.0}
     if checkpoint is not None and checkpoint.exists():
         state = restore(checkpoint, model, optimizer)
         say(progress, f"resuming run {checkpoint.parent.name} after epoch {state['epoch']} of {config.epochs}")
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
+        compiled_before = "compile_seconds" in timing
         train_loss, state["step"] = train_epoch(model, optimizer, placed_train, config, device, epoch, progress,
-                                                state["step"], shard)
-        seconds = time.perf_counter() - started
+                                                state["step"], shard, step_model, timing)
+        compile_seconds = 0.0 if compiled_before else timing.get("compile_seconds", 0.0)
+        seconds = time.perf_counter() - started - compile_seconds
         valid_prob = predict(model, placed_valid, config.eval_batch_size, device, num_scenarios, config.amp,
                              config.data_on_device).prob
         valid_auc = auc(valid.label.numpy(), valid_prob)
         record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
                   "valid_logloss": logloss(valid.label.numpy(), valid_prob), "train_seconds": seconds,
                   "samples_per_second": len(train) / seconds}
+        if config.compile:
+            record["compile_seconds"] = compile_seconds
         state["history"].append(record)
         if progress is not None and not progress.console.is_terminal:  # a log gets the line a bar would show
             say(progress, epoch_line(record, config.epochs))
         state["train_seconds"] += seconds
+        state["compile_seconds"] = state.get("compile_seconds", 0.0) + compile_seconds  # older checkpoints lack it
         state["trained_samples"] += len(train)
         improved = state["best_model"] is None or (valid_auc or 0.0) > (state["best_valid_auc"] or 0.0)
         if improved:
@@ -233,7 +256,7 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
             save_checkpoint(checkpoint, model, optimizer, state)
     model.load_state_dict(state["best_model"])
     return FitResult(state["best_epoch"], state["best_valid_auc"], state["history"], state["train_seconds"],
-                     state["trained_samples"] / max(state["train_seconds"], 1e-9))
+                     state["trained_samples"] / max(state["train_seconds"], 1e-9), state["compile_seconds"])
 
 
 def epoch_line(record: dict, epochs: int) -> str:
@@ -250,12 +273,16 @@ def say(progress: Progress | None, message: str) -> None:
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, data: SplitData,
                 config: TrainConfig, device: torch.device, epoch: int, progress: Progress | None,
-                step: int = 0, shard: tuple[int, int] = (0, 1)) -> tuple[float, int]:
+                step: int = 0, shard: tuple[int, int] = (0, 1), step_model: nn.Module | None = None,
+                timing: dict | None = None) -> tuple[float, int]:
     """One pass over `data` starting at global training step `step`; returns the mean training loss (read
     once, not per step: no host syncs) and the global step reached.
 
     With `shard` = (rank, world size) > 1 process, this process takes rows rank, rank + world, ... of every
     batch (DDP averages the gradients, so a step sees the whole batch) and the loss is summed over processes.
+    `step_model` (`compiled(model)`) runs the batches as long as the first; others (the ragged last one) run
+    through `model` itself. Its first step (the one that compiles) is timed into `timing["compile_seconds"]`
+    unless `timing` already has it (from an earlier epoch).
     """
     rank, world = shard
     model.train()
@@ -266,16 +293,26 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, d
     batches = data.batches(config.batch_size, shuffle=True, seed=shuffle_seed)
     if world > 1:
         batches = (batch.select(slice(rank, None, world)) for batch in batches)
+    full_size = None
     for batch in device_batches(batches, device):
+        full_size = full_size or len(batch)
+        forward = step_model if step_model is not None and len(batch) == full_size else model
+        first_compiled = forward is step_model and timing is not None and "compile_seconds" not in timing
+        started = time.perf_counter()
         for module in scheduled:
             module.advance_schedule(step)
+        if forward is step_model and device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer read
         with autocast(device, config.amp):
-            loss = batch_loss(model, batch)
+            loss = batch_loss(forward, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total_loss += loss.detach() * len(batch)
         step += 1
+        if first_compiled:
+            synchronize(device)
+            timing["compile_seconds"] = time.perf_counter() - started
         if task is not None:
             progress.advance(task, len(batch))
     if task is not None:

@@ -125,6 +125,8 @@ class FeatureEmbedding(nn.Module):
         """The shared storage of every weight, or None when a table is not a plain `nn.Embedding`."""
         if not all(type(table) is nn.Embedding for table in self.tables):
             return None
+        if torch.compiler.is_compiling():  # compiled after its move (the trainer's order); storages are opaque
+            return self.fused
         storage = self.fused.untyped_storage().data_ptr()
         if any(weight.untyped_storage().data_ptr() != storage for weight in self.weights()):
             self.fuse()  # `.to(device)` and the like give each weight a storage of its own
