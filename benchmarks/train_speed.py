@@ -52,6 +52,7 @@ from mscbench.train.trainer import (
     synchronize,
     train_epoch,
 )
+
 MODELS = ("dnn", "shared_bottom", "deepfm", "dcn", "din", "mmoe", "ple")
 DATA_DIR = Path(tempfile.gettempdir()) / "mscbench-bench"
 
