@@ -16,7 +16,8 @@ machine was. The test AUC shows that a faster setting learns the same.
 moves it once per run; with `--set compile=true` the compile time (the first compiled step) is its own
 column, out of the epoch's time. Peak memory: on a GPU the peak of tensors allocated during the epoch and the
 prediction (the resident split included); on the CPU how far the process's resident memory rose above its
-level when the pair started.
+level when the pair started (run with MALLOC_MMAP_THRESHOLD_=65536, so that the memory an earlier pair freed
+goes back to the system instead of hiding a later pair's peak).
 """
 
 from __future__ import annotations
