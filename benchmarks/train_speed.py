@@ -117,12 +117,10 @@ def profile_epoch(name: str, manifest: Manifest, train: SplitData, config: Train
 
 
 def describe(device: torch.device) -> str:
-    """The machine a figure was taken on: the GPU's name, the CUDA torch was built with and torch's version, or
-    the CPU threads."""
+    """The machine a figure was taken on: the GPU's name, torch and the CUDA torch was built with, or the CPU."""
     if device.type == "cuda":
-        return (f"{torch.cuda.get_device_name(device)}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
-                f"{torch.get_num_threads()} CPU threads")
-    return f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__} (CUDA {torch.version.cuda})"
+    return f"CPU, torch {torch.__version__}"
 
 
 def main() -> None:
@@ -155,7 +153,8 @@ def main() -> None:
                 if key not in best or result.train_per_second > best[key].train_per_second:
                     best[key] = result
     table = Table(title=f"mscbench on synthetic ({len(train):,} training rows per epoch, "
-                        f"{len(splits['test']):,} test rows; {describe(choose_device(args.device))}; "
+                        f"{len(splits['test']):,} test rows; {describe(choose_device(args.device))}, "
+                        f"{torch.get_num_threads()} CPU threads; "
                         f"best of {args.repeats}; settings {args.set or 'default'})")
     for column in ("model", "batch", "parameters", "train samples/s", "predict samples/s", "test AUC", "peak MiB",
                    "compile s", "load"):
