@@ -1,5 +1,5 @@
 """Dataset cards: one TOML file says how raw files become a prepared dataset (user cards and the built-in
-`datasets/*.toml` alike).
+`mscbench/data/cards/*.toml` alike).
 
 A card names its tables (the first is the fact table, one row per impression; the others are dimension
 tables joined onto it), the label, the scenario, the features and the split. `load_card` reads and checks

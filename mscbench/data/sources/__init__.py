@@ -1,6 +1,6 @@
 """The registry of built-in datasets: name -> dataset card and/or Python preparer.
 
-A source whose raw layout a card can say in full is a card alone (`datasets/<name>.toml`), prepared by the
+A source whose raw layout a card can say in full is a card alone (`mscbench/data/cards/<name>.toml`, package data), prepared by the
 generic card preparer. A source needing Python for what a card cannot say names a preparer function as
 "module:function"; it is imported only when used, because preparers import `mscbench.data.prepare`,
 which imports this package (a direct import here would be circular). A preparer is called as
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mscbench.data.errors import DataError
 
-DATASETS_DIR = Path(__file__).resolve().parents[3] / "datasets"  # the built-in cards, beside the package
+CARDS_DIR = Path(__file__).resolve().parents[1] / "cards"  # the built-in cards: package data, in the wheel
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Source:
 
 
 def card_source(name: str, description: str, preparer: str | None = None) -> Source:
-    return Source(name, DATASETS_DIR / f"{name}.toml", preparer, description)
+    return Source(name, CARDS_DIR / f"{name}.toml", preparer, description)
 
 
 SOURCES: dict[str, Source] = {

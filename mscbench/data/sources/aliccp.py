@@ -5,7 +5,7 @@ What a card cannot say: each raw line packs its features into one field. A sampl
 `common_feature_index,feature_num,feature_list`; a feature list joins features with \\x01, and a feature
 is `field\\x02feature_id\\x03value`. Here both lists are joined per sample and each field's first feature
 id becomes a column (multi-valued behaviour fields keep their first id), streaming, into a Parquet table
-that `datasets/aliccp.toml` describes; the card preparer does the rest. The training file gives train
+that `mscbench/data/cards/aliccp.toml` describes; the card preparer does the rest. The training file gives train
 and (a hashed tenth of its samples) valid; the test file gives test.
 """
 

@@ -4,7 +4,7 @@ What a card cannot say: the metadata file `meta_Electronics.json.gz` holds one P
 (single quotes, not JSON), and an item's scenario is the second level of its category path under
 "Electronics", kept only where it is one of the 10 categories the MI-DPG paper names. The reviews
 (`reviews_Electronics.json.gz`, JSON lines) are streamed into Parquet; the metadata is read line by line
-into (asin, category). `datasets/amazon.toml` describes both tables; the card preparer does the rest.
+into (asin, category). `mscbench/data/cards/amazon.toml` describes both tables; the card preparer does the rest.
 """
 
 from __future__ import annotations
