@@ -142,6 +142,8 @@ def prepare(
     download: Annotated[bool, typer.Option(help="First download the files the dataset card lists with a "
                                                  "public address into --raw-dir (resumed, checksums checked).")]
     = False,
+    force: Annotated[bool, typer.Option(help="Prepare again even when an intact dataset of the same inputs "
+                                              "exists (rebuilds a damaged one).")] = False,
     data_dir: DataDir = Path("data"),
 ) -> None:
     """Turn a dataset into a prepared dataset: Parquet per split and a manifest.
@@ -156,7 +158,8 @@ def prepare(
         with download_bar() as bar:
             download_card_files(card or get_source(dataset).card, raw_dir, bar)
     with console.status(f"preparing {dataset}") as status:
-        result = prepare_source(dataset, raw_dir, data_dir, progress_printer(status), card=card, **options)
+        result = prepare_source(dataset, raw_dir, data_dir, progress_printer(status), card=card, force=force,
+                                **options)
     verb = "already prepared (same inputs): nothing to do" if result.reused else "prepared"
     manifest = result.manifest
     console.print(f"{manifest.name}/{manifest.variant} {verb} at {result.path}: "

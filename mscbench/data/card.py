@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import itertools
 import math
 import operator
@@ -33,6 +32,8 @@ import tomllib
 
 from mscbench.config import ConfigError, coerce, suggest
 from mscbench.data.errors import DataError
+from mscbench.data.files import fingerprint
+from mscbench.data.names import checked_file_name, checked_relative_path, checked_url
 from mscbench.data.prepare import PrepareResult, Progress, finite, ignore, numeric, prepare
 from mscbench.data.sequences import History, bucket_count, with_histories
 from mscbench.data.spec import (
@@ -81,6 +82,7 @@ class Table:
     null_values: tuple[str, ...] = ("",)
     encoding: Literal["utf8", "latin1"] = "utf8"
     join: Join | None = None  # dimension tables only
+    allow_outside_raw_dir: bool = False  # let `path` be absolute or climb out of --raw-dir with ".."
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ def parse_table(name: str, raw: Any, where: str) -> Table:
     twice = sorted({name for name in table.columns if table.columns.count(name) > 1})
     if twice:
         raise DataError(f"{where}: columns names {', '.join(map(repr, twice))} more than once")
+    if not table.allow_outside_raw_dir:
+        checked_relative_path(table.path, where)
     return table
 
 
@@ -300,8 +304,13 @@ def parse_split(raw: Any, where: str) -> SplitRule:
 
 def parse_source(raw: Any, where: str) -> SourceInfo:
     files = raw.get("files", []) if isinstance(raw, dict) else []
-    return section(SourceInfo, raw, where, files=tuple(
+    info = section(SourceInfo, raw, where, files=tuple(
         section(SourceFile, value, f"{where} file {index + 1}") for index, value in enumerate(files)))
+    for index, file in enumerate(info.files):
+        checked_file_name(file.name, f"{where} file {index + 1}")
+        if file.url is not None:
+            checked_url(file.url, f"{where} file {index + 1}")
+    return info
 
 
 def check_card(card: Card) -> None:
@@ -362,16 +371,7 @@ class RawTables:
     shadowed: tuple[str, ...] = ()  # a column the card reads that is named twice (the first is used)
 
     def fingerprint(self) -> dict[str, str]:
-        return {file.name: f"{file.stat().st_size}:{file_sha256(file)}"
-                for path in self.paths.values() for file in table_files(path)}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return fingerprint(file for path in self.paths.values() for file in table_files(path))
 
 
 def raw_tables(card: Card, raw_dir: Path, workdir: Path) -> RawTables:
@@ -959,11 +959,15 @@ def opened(card: Card, raw_dir: Path, work_parent: Path | None = None) -> Iterat
 def check_card_data(card: Card, raw_dir: Path) -> CardReport:
     """Validate the card against the raw files without preparing anything."""
     with opened(card, raw_dir) as (tables, _):
-        return inspect_card(card, tables)
+        report = inspect_card(card, tables)
+    unchecked = [f"[source] file {file.name!r} has no sha256: a damaged or swapped download would go "
+                 f"unnoticed; add sha256 = \"...\" (sha256sum {file.name})"
+                 for file in (card.source.files if card.source else ()) if file.url and not file.sha256]
+    return dataclasses.replace(report, warnings=(*report.warnings, *unchecked))
 
 
 def prepare_card(card: Card, raw_dir: Path, data_dir: Path, progress: Progress | None = None,
-                 name: str | None = None) -> PrepareResult:
+                 name: str | None = None, force: bool = False) -> PrepareResult:
     report = progress or ignore
     with opened(card, raw_dir, data_dir) as (tables, workdir):
         report(f"reading {', '.join(p.name for p in tables.paths.values())}")
@@ -975,19 +979,20 @@ def prepare_card(card: Card, raw_dir: Path, data_dir: Path, progress: Progress |
                    f"{', '.join(inspection.merged)}")
         spec = card_spec(card, tables, inspection, name)
         return prepare(spec, lambda: prepared_frame(card, tables.frame, inspection, workdir, report), data_dir,
-                       progress)
+                       progress, force)
 
 
 def prepare_card_source(raw_dir: Path | None, data_dir: Path, progress: Progress | None = None,
-                        card: Path | None = None, name: str | None = None) -> PrepareResult:
+                        card: Path | None = None, name: str | None = None, force: bool = False) -> PrepareResult:
     """The registry's preparer for a source that is a card alone."""
     if raw_dir is None:
         raise DataError("pass --raw-dir DIR: the folder holding the card's raw files")
-    return prepare_card(load_card(card), raw_dir, data_dir, progress, name)
+    return prepare_card(load_card(card), raw_dir, data_dir, progress, name, force)
 
 
 def prepare_converted(card_path: Path, convert: Callable[[Path, Path], None], raw_dir: Path | None,
-                      data_dir: Path, progress: Progress | None = None, name: str | None = None) -> PrepareResult:
+                      data_dir: Path, progress: Progress | None = None, name: str | None = None,
+                      force: bool = False) -> PrepareResult:
     """For a source whose raw layout a card cannot say: `convert(raw_dir, workdir)` writes the card's
     tables into a scratch folder, which the same card preparer then reads."""
     if raw_dir is None:
@@ -996,7 +1001,7 @@ def prepare_converted(card_path: Path, convert: Callable[[Path, Path], None], ra
     with tempfile.TemporaryDirectory(prefix=".convert-", dir=data_dir) as scratch:
         (progress or ignore)(f"converting the raw files in {raw_dir}")
         convert(Path(raw_dir).expanduser(), Path(scratch))
-        return prepare_card(load_card(card_path), Path(scratch), data_dir, progress, name)
+        return prepare_card(load_card(card_path), Path(scratch), data_dir, progress, name, force)
 
 
 def raw_file(raw_dir: Path, name: str) -> Path:

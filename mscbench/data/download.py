@@ -1,29 +1,38 @@
 """Raw files from the web and out of archives, safely.
 
-`download` fetches a URL into `destination` through `destination.part`: an interrupted transfer resumes
-with an HTTP Range request, a server that ignores Range restarts cleanly, the sha256 (and size) named by
-the dataset card is checked, and only a verified file is moved into place (atomically), so a file under
-its final name is always complete. `extracted` unpacks a zip, tar(.gz) or .gz archive into a folder,
-refusing any member that would land outside it (`../x`, absolute names, links pointing out); the folder
-appears complete or not at all.
+`download` fetches an http(s) URL into `destination` through `destination.part`: an interrupted transfer
+resumes with an HTTP Range request, a server that ignores Range (or answers it from another byte) restarts
+cleanly, the sha256 (and size) named by the dataset card is checked, and only a verified file is moved
+into place (atomically), so a file under its final name is always complete. Without a checksum the file
+must still have the length the server announced (Content-Length, Content-Range or chunked encoding); a
+server that announces none gives a file that cannot be told from a cut one, which is refused. One process
+at a time downloads a file (a lock beside it).
+
+`extracted` unpacks a zip, tar(.gz) or .gz archive into a folder, refusing any member that would land
+outside it (`../x`, absolute names, links pointing out); the folder appears complete or not at all, and
+is extracted again when the archive changes (a stamp beside it records the archive's size, mtime and
+sha256).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
+import re
 import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from mscbench.data.card import load_card
 from mscbench.data.errors import DataError
+from mscbench.data.files import exclusive, file_sha256
+from mscbench.data.names import checked_url
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60
@@ -41,21 +50,32 @@ def download(url: str, destination: Path, sha256: str | None = None, size: int |
              progress: Progress | None = None, attempts: int = ATTEMPTS) -> Path:
     """`destination`, downloaded from `url` unless a verified copy is already there."""
     destination = Path(destination)
-    if destination.is_file() and matches(destination, sha256, size):
-        return destination
-    partial = destination.with_name(destination.name + ".part")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, attempts + 1):
-        try:
-            transfer(url, partial, size, progress)
-            break
-        except Interrupted as error:
-            if attempt == attempts:
-                raise DataError(f"download of {url} interrupted ({error}); {partial} is kept: run the "
-                                f"same command again to resume") from None
-    verify(partial, url, sha256, size)
-    os.replace(partial, destination)
+    checked_url(url, "download")
+    with exclusive(destination.with_name(f".{destination.name}.lock"), f"downloading {url}", ignore):
+        if destination.is_file() and matches(destination, sha256, size):
+            return destination
+        partial = destination.with_name(destination.name + ".part")
+        for attempt in range(1, attempts + 1):
+            try:
+                delimited = transfer(url, partial, size, progress)
+                break
+            except Interrupted as error:
+                if attempt == attempts:
+                    kept = f"{partial} is kept: " if partial.exists() else ""
+                    raise DataError(f"download of {url} interrupted ({error}); {kept}run the same command "
+                                    f"again to resume") from None
+        if not delimited and sha256 is None and size is None:
+            partial.unlink()
+            raise DataError(f"{url} announced no length and the dataset card gives no sha256 or size: a cut "
+                            f"transfer could not be told from a whole file, so it was deleted; add the "
+                            f"file's sha256 to the card")
+        verify(partial, url, sha256, size)
+        os.replace(partial, destination)
     return destination
+
+
+def ignore(message: str) -> None:
+    """Waiting for another download of the same file needs no message: it shows as a stalled bar."""
 
 
 def download_card_files(card: Path | None, raw_dir: Path,
@@ -72,31 +92,53 @@ def download_card_files(card: Path | None, raw_dir: Path,
             for file in public]
 
 
-def transfer(url: str, partial: Path, size: int | None, progress: Progress | None) -> None:
-    """Fetch `url` into `partial`, continuing after the bytes it already holds."""
+def transfer(url: str, partial: Path, size: int | None, progress: Progress | None) -> bool:
+    """Fetch `url` into `partial`, continuing after the bytes it already holds. True when the server said
+    where the file ends (so a cut transfer is known as one)."""
     offset = partial.stat().st_size if partial.exists() else 0
     if size is not None and offset >= size:
-        return  # already whole (or too long: the checksum decides)
+        return True  # already whole (or too long: the checksum decides)
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS)
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:  # nothing after `offset`: the part file is whole already
-            return
+            return True
         raise DataError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
         raise DataError(f"cannot download {url}: {getattr(error, 'reason', error)}") from None
     with response:
-        if response.status != 206:
-            offset = 0  # the server sent the whole file: start again rather than append it
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else size
+        try:
+            offset, total = where_the_body_goes(response, offset)
+        except Interrupted:
+            partial.unlink()
+            raise
+        total = size if total is None else total
         with open(partial, "ab" if offset else "wb") as sink:
             received = copy(response, sink, offset, total, progress)
             sink.flush()
             os.fsync(sink.fileno())
     if total is not None and received < total:
         raise Interrupted(f"{received:,} of {total:,} bytes received")
+    return total is not None or response.chunked
+
+
+def where_the_body_goes(response, offset: int) -> tuple[int, int | None]:
+    """(the byte of the file the body starts at, the file's total size or None when the server does not
+    say). A whole file (200, or a 206 from byte 0) starts again; a 206 from any byte but `offset` would
+    leave a gap or an overlap, so the part file is dropped and the transfer starts over."""
+    length = response.headers.get("Content-Length")
+    length = int(length) if length is not None and length.isdigit() else None
+    if response.status != 206:
+        return 0, length
+    found = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", response.headers.get("Content-Range", ""))
+    start = int(found[1]) if found else None
+    if start not in (0, offset):
+        raise Interrupted(f"asked to resume at byte {offset:,}, the server answered from "
+                          f"{'an unknown byte' if start is None else f'byte {start:,}'}: starting again")
+    if found[3] != "*":
+        return start, int(found[3])
+    return start, None if length is None else start + length
 
 
 def copy(source: BinaryIO, sink: BinaryIO, done: int, total: int | None, progress: Progress | None) -> int:
@@ -135,38 +177,37 @@ def matches(path: Path, sha256: str | None, size: int | None) -> bool:
     return sha256 is None or file_sha256(path) == sha256.lower()
 
 
-def fingerprint(paths: Iterable[Path]) -> dict[str, str]:
-    """Identifies raw input files: name -> "size:sha256"."""
-    return {Path(path).name: f"{Path(path).stat().st_size}:{file_sha256(path)}" for path in paths}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def is_archive(path: Path) -> bool:
     return Path(path).name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def extracted(archive: Path, target: Path) -> Path:
-    """`target`, a folder holding the archive's contents; extracted once, kept for later calls."""
+    """`target`, a folder holding the archive's contents: kept for later calls while the archive stays the
+    same (size, mtime and sha256, recorded in a stamp beside the folder), extracted again when it changes."""
     archive, target = Path(archive), Path(target)
-    if target.is_dir():
-        return target
-    staging = target.with_name(f".{target.name}.extracting")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        unpack(archive, staging)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    source = archive_identity(archive)
+    stamp = target.with_name(f".{target.name}.source")
+    with exclusive(target.with_name(f".{target.name}.lock"), f"extracting {archive}", ignore):
+        if target.is_dir() and stamp.is_file() and stamp.read_text() == source:
+            return target
+        stamp.unlink(missing_ok=True)
+        for leftover in [target, *target.parent.glob(f".{target.name}.extracting*")]:  # stale, or a killed run's
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.extracting-", dir=target.parent))
+        try:
+            unpack(archive, staging)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        stamp.write_text(source)  # last: a folder without its stamp is extracted again
     return target
+
+
+def archive_identity(archive: Path) -> str:
+    """"size:mtime:sha256" of the archive: the extraction of another archive of the same name is not reused."""
+    status = archive.stat()
+    return f"{status.st_size}:{status.st_mtime_ns}:{file_sha256(archive)}"
 
 
 def unpack(archive: Path, folder: Path) -> None:

@@ -3,6 +3,8 @@
 A prepared dataset is a directory `<data-dir>/<name>/<variant>/` holding one Parquet file per split and
 `manifest.json`. The directory is complete only when the manifest exists; it is written last, atomically.
 Ids are contiguous integers built from the training split only: 0 is padding, 1 is out-of-vocabulary.
+The manifest records each file's size and sha256 (schema 2); a schema-1 manifest, written before, has
+none and loads as unverified (`mscbench prepare NAME --force` rebuilds it with them).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mscbench.data.errors import DataError
+from mscbench.data.files import file_sha256
 from mscbench.files import write_atomic
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2
+READABLE_SCHEMAS = (1, MANIFEST_SCHEMA)  # 1: without `files` (unverified)
 PADDING_ID = 0
 OOV_ID = 1
 SPLITS = ("train", "valid", "test")
@@ -78,6 +82,7 @@ class Manifest:
     sequence_gap: str | None = None  # column of bucketised time gaps [L] aligned with the sequences
     fingerprint: dict[str, str] = field(default_factory=dict)  # raw file -> "size:sha256" (or the generator)
     notes: dict[str, object] = field(default_factory=dict)  # preparer facts: bad rows, dropped rows, ...
+    files: dict[str, dict[str, object]] = field(default_factory=dict)  # file -> {"size": bytes, "sha256": hex}
     schema: int = MANIFEST_SCHEMA
 
     @property
@@ -96,7 +101,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Manifest:
-        if not isinstance(raw, dict) or raw.get("schema") != MANIFEST_SCHEMA:
+        if not isinstance(raw, dict) or raw.get("schema") not in READABLE_SCHEMAS:
             schema = raw.get("schema") if isinstance(raw, dict) else None
             raise ValueError(f"manifest schema {schema!r} is not {MANIFEST_SCHEMA}")
         if not conforms(raw, cls):
@@ -145,6 +150,25 @@ def read_manifest(directory: Path) -> Manifest:
         return Manifest.from_dict(json.loads(path.read_text()))
     except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
         raise DataError(f"{path} is corrupt ({error}): re-run `mscbench prepare`") from None
+
+
+def file_record(path: Path) -> dict[str, object]:
+    """What the manifest records of a prepared file: its size and sha256."""
+    return {"size": Path(path).stat().st_size, "sha256": file_sha256(path)}
+
+
+def mismatched_files(directory: Path, manifest: Manifest, with_hash: bool) -> list[str]:
+    """One line per recorded file that is missing or differs in size (or in sha256, when `with_hash`)."""
+    problems = []
+    for name, recorded in manifest.files.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != recorded["size"]:
+            problems.append(f"{path} has {path.stat().st_size:,} bytes, its manifest says {recorded['size']:,}")
+        elif with_hash and file_record(path)["sha256"] != recorded["sha256"]:
+            problems.append(f"{path} does not match the sha256 its manifest records")
+    return problems
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

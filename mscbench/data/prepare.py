@@ -8,9 +8,12 @@ padding, 1 out-of-vocabulary, vocabularies from the training split only), standa
 (Float32), the oracle probability, and `user_key` (a hash of the raw user, so that users unseen in
 training stay apart in GAUC even though they share the out-of-vocabulary id).
 
-Everything is written into a hidden staging folder beside the target and renamed into place, so a
-folder without a manifest never looks prepared (nor is listed or found); the queries are lazy polars
-plans that stream.
+Everything is written into a hidden staging folder of this process's own beside the target and renamed
+into place, so a folder without a manifest never looks prepared (nor is listed or found); the queries are
+lazy polars plans that stream. One process at a time prepares a dataset (a lock file beside it): a second
+`prepare` of the same dataset waits for the first, then finds its result ("already prepared") when the
+inputs are the same. The manifest records each file's size and sha256: `find_prepared` checks the sizes
+(cheap), and `prepare` prepares again when a file no longer matches.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from mscbench.data.errors import DataError
+from mscbench.data.files import exclusive
 from mscbench.data.manifest import (
     MANIFEST_FILE,
     OOV_ID,
@@ -36,9 +40,12 @@ from mscbench.data.manifest import (
     ScenarioInfo,
     SequenceFeature,
     SparseFeature,
+    file_record,
+    mismatched_files,
     read_manifest,
     write_manifest,
 )
+from mscbench.data.names import checked_identifier
 from mscbench.data.sources.synthetic import DEFAULT_ROWS, SyntheticParams, generate_in_chunks, synthetic_spec
 from mscbench.data.spec import SPLIT_COLUMN, DatasetSpec
 
@@ -69,7 +76,8 @@ class TrainingStatistics:
 
 
 def dataset_dir(data_dir: Path, name: str, variant: str = DEFAULT_VARIANT) -> Path:
-    return Path(data_dir) / name / variant
+    """`<data_dir>/<name>/<variant>`; names that are not plain identifiers (`../x`) are refused."""
+    return Path(data_dir) / checked_identifier(name, "dataset name") / checked_identifier(variant, "variant")
 
 
 def complete_manifest(directory: Path) -> Manifest | None:
@@ -96,24 +104,28 @@ def list_prepared(data_dir: Path) -> list[tuple[str, str, Manifest]]:
 def find_prepared(data_dir: Path, dataset: str) -> Path:
     """The directory of `NAME/VARIANT`, or of `NAME` alone: its "default" variant, else its only one."""
     name, _, variant = dataset.partition("/")
-    variants = [v for n, v, _ in list_prepared(data_dir) if n == name]
-    if variant and variant in variants:
-        return dataset_dir(data_dir, name, variant)
+    variants = {v: manifest for n, v, manifest in list_prepared(data_dir) if n == name}
     if not variant and DEFAULT_VARIANT in variants:
-        return dataset_dir(data_dir, name)
-    if not variant and len(variants) == 1:
-        return dataset_dir(data_dir, name, variants[0])
-    if not variant and variants:
+        variant = DEFAULT_VARIANT
+    elif not variant and len(variants) == 1:
+        variant, = variants
+    elif not variant and variants:
         raise DataError(f"dataset {name!r} has several prepared variants ({', '.join(variants)}): "
                         f"name one as {name}/VARIANT")
-    manifest = dataset_dir(data_dir, name, variant or DEFAULT_VARIANT) / MANIFEST_FILE
-    if manifest.is_file():
-        read_manifest(manifest.parent)  # not listed because it is corrupt: say so
-    raise DataError(f"dataset {dataset!r} is not prepared in {data_dir}: run `mscbench prepare {name}`")
+    if variant not in variants:
+        manifest = dataset_dir(data_dir, name, variant or DEFAULT_VARIANT) / MANIFEST_FILE
+        if manifest.is_file():
+            read_manifest(manifest.parent)  # not listed because it is corrupt: say so
+        raise DataError(f"dataset {dataset!r} is not prepared in {data_dir}: run `mscbench prepare {name}`")
+    directory = dataset_dir(data_dir, name, variant)
+    for problem in mismatched_files(directory, variants[variant], with_hash=False):
+        raise DataError(f"{problem}: the prepared dataset {name}/{variant} is damaged; rebuild it with "
+                        f"`mscbench prepare {name} --force` (and the options it was prepared with)")
+    return directory
 
 
 def prepare_synthetic(data_dir: Path, rows: int | None = None, scenarios: int = 5, seed: int = 0,
-                      progress: Progress | None = None) -> PrepareResult:
+                      progress: Progress | None = None, force: bool = False) -> PrepareResult:
     """Generate and prepare the synthetic dataset (variant "default" for the default arguments)."""
     params = SyntheticParams(DEFAULT_ROWS if rows is None else rows, scenarios, seed)
     report = progress or ignore
@@ -128,35 +140,47 @@ def prepare_synthetic(data_dir: Path, rows: int | None = None, scenarios: int = 
                 frame.write_parquet(scratch / f"{number:06d}.parquet")
             return pl.scan_parquet(scratch / "*.parquet")
 
-        return prepare(synthetic_spec(params), load, data_dir, progress)
+        return prepare(synthetic_spec(params), load, data_dir, progress, force)
 
 
 def prepare_synthetic_source(raw_dir: Path | None, data_dir: Path, progress: Progress | None = None,
-                             rows: int | None = None, scenarios: int = 5, seed: int = 0) -> PrepareResult:
+                             rows: int | None = None, scenarios: int = 5, seed: int = 0,
+                             force: bool = False) -> PrepareResult:
     """The registry's preparer for "synthetic": nothing is read from `raw_dir`."""
-    return prepare_synthetic(data_dir, rows=rows, scenarios=scenarios, seed=seed, progress=progress)
+    return prepare_synthetic(data_dir, rows=rows, scenarios=scenarios, seed=seed, progress=progress, force=force)
 
 
 def prepare(spec: DatasetSpec, load: Callable[[], pl.LazyFrame], data_dir: Path,
-            progress: Progress | None = None) -> PrepareResult:
-    """Prepare `load()` as `spec` says, unless an identical complete dataset already exists."""
+            progress: Progress | None = None, force: bool = False) -> PrepareResult:
+    """Prepare `load()` as `spec` says, unless an identical, intact dataset already exists (or `force`)."""
     report = progress or ignore
     target = dataset_dir(data_dir, spec.name, spec.variant)
     fingerprint = {**spec.fingerprint, "spec": spec_digest(spec)}
-    existing = complete_manifest(target)
-    if existing is not None and existing.fingerprint == fingerprint \
-            and existing.preparer_version == PREPARER_VERSION:
-        report(f"{target} is already prepared with the same inputs")
-        return PrepareResult(target, existing, reused=True)
-    staging = fresh_staging(target)
-    try:
-        manifest = write_prepared(spec, load(), staging, fingerprint, report)
-        publish(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with exclusive(target.with_name(f".{target.name}.lock"), f"preparing {spec.name}/{spec.variant}", report):
+        existing = None if force else reusable(target, fingerprint, report)
+        if existing is not None:
+            report(f"{target} is already prepared with the same inputs")
+            return PrepareResult(target, existing, reused=True)
+        staging = fresh_staging(target)
+        try:
+            manifest = write_prepared(spec, load(), staging, fingerprint, report)
+            publish(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     report(f"prepared {target}")
     return PrepareResult(target, manifest, reused=False)
+
+
+def reusable(target: Path, fingerprint: dict[str, str], report: Progress) -> Manifest | None:
+    """The manifest of `target` when it was prepared from the same inputs and its files are intact."""
+    existing = complete_manifest(target)
+    if existing is None or existing.fingerprint != fingerprint or existing.preparer_version != PREPARER_VERSION:
+        return None
+    damaged = mismatched_files(target, existing, with_hash=True)
+    for problem in damaged:
+        report(f"warning: {problem}: preparing it again")
+    return None if damaged else existing
 
 
 def ignore(message: str) -> None:
@@ -172,24 +196,28 @@ def spec_digest(spec: DatasetSpec) -> str:
 
 
 def fresh_staging(target: Path) -> Path:
-    """An empty hidden folder beside `target`; leftovers of an interrupted prepare are removed first."""
-    staging = target.with_name(f".{target.name}.partial")
+    """A new hidden folder of this process's own beside `target`. Called with the dataset's lock held, so
+    any other staging or retired folder of `target` is a leftover of a killed prepare: removed first."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() and complete_manifest(target) is None:
             shutil.rmtree(target)
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
+        for leftover in [*target.parent.glob(f".{target.name}.partial*"), retired_dir(target)]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     except OSError as error:
         raise DataError(f"cannot write prepared data under {target.parent} ({error.strerror or error}): "
                         f"pass a writable --data-dir or fix its permissions") from error
-    return staging
+
+
+def retired_dir(target: Path) -> Path:
+    """Where the previous version of `target` waits while the new one is renamed into place."""
+    return target.with_name(f".{target.name}.retired")
 
 
 def publish(staging: Path, target: Path) -> None:
     """Move the complete `staging` folder to `target`, replacing an older version of it."""
-    retired = target.with_name(f".{target.name}.retired")
+    retired = retired_dir(target)
     shutil.rmtree(retired, ignore_errors=True)
     if target.exists():
         target.rename(retired)
@@ -209,7 +237,8 @@ def write_prepared(spec: DatasetSpec, frame: pl.LazyFrame, directory: Path, fing
     for split in SPLITS:  # one sink at a time: sinks collected together make polars cache their shared input
         encoded.filter(pl.col(SPLIT_COLUMN) == split).drop(SPLIT_COLUMN).sink_parquet(
             directory / f"{split}.parquet", engine="streaming")
-    manifest = build_manifest(spec, statistics, fingerprint)
+    files = {f"{split}.parquet": file_record(directory / f"{split}.parquet") for split in SPLITS}
+    manifest = build_manifest(spec, statistics, fingerprint, files)
     write_manifest(directory, manifest)
     return manifest
 
@@ -374,8 +403,8 @@ def left_padded(lists: pl.Expr, length: int) -> pl.Expr:
     return pl.concat_list(padding, present).list.tail(length).list.to_array(length)
 
 
-def build_manifest(spec: DatasetSpec, statistics: TrainingStatistics,
-                   fingerprint: dict[str, str]) -> Manifest:
+def build_manifest(spec: DatasetSpec, statistics: TrainingStatistics, fingerprint: dict[str, str],
+                   files: dict[str, dict[str, object]]) -> Manifest:
     vocab_size = {name: len(values) + FIRST_ID for name, values in statistics.vocabularies.items()}
     return Manifest(
         name=spec.name, variant=spec.variant, preparer_version=PREPARER_VERSION, label=spec.label,
@@ -385,7 +414,7 @@ def build_manifest(spec: DatasetSpec, statistics: TrainingStatistics,
                    for s in spec.sequences],
         scenario=scenario_info(spec, statistics),
         splits={split: f"{split}.parquet" for split in SPLITS},
-        user=spec.user, oracle=spec.oracle, sequence_gap=spec.sequence_gap, fingerprint=fingerprint,
+        user=spec.user, oracle=spec.oracle, sequence_gap=spec.sequence_gap, fingerprint=fingerprint, files=files,
         notes={**spec.notes, "split": spec.split.describe(),
                "rows_without_split": rows_without_split(statistics), "min_count": spec.min_count,
                "dense_mean": statistics.dense_mean, "dense_std": statistics.dense_std,

@@ -15,6 +15,8 @@ class Site:
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: bool = True  # honour Range requests
     truncate_next: int | None = None  # the next response stops after this many bytes of its body
+    announce_length: bool = True  # send Content-Length (without it the body ends when the connection closes)
+    resume_from: int | None = None  # answer a Range request from this byte (206), whatever it asked
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     url: str = ""
 
@@ -31,15 +33,21 @@ def handler_for(site: Site) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             start = int(re.fullmatch(r"bytes=(\d+)-", range_header)[1]) if range_header and site.ranges else 0
+            if range_header and site.resume_from is not None:
+                start = site.resume_from
             if start >= len(body) and start:
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(body)}")
                 self.end_headers()
                 return
-            self.send_response(206 if start else 200)
-            if start:
+            partial = bool(start) or (range_header is not None and site.resume_from is not None)
+            self.send_response(206 if partial else 200)
+            if partial:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            self.send_header("Content-Length", str(len(body) - start))
+            if site.announce_length:
+                self.send_header("Content-Length", str(len(body) - start))
+            else:
+                self.close_connection = True
             self.end_headers()
             payload = body[start:]
             if site.truncate_next is not None:

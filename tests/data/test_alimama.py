@@ -128,6 +128,22 @@ def test_the_published_archives_are_read_as_they_come(tmp_path):
     assert result.manifest.rows("train") == 4
 
 
+def test_a_replaced_archive_is_prepared_from_its_new_contents(tmp_path):
+    def archive(impressions) -> None:
+        plain = write_raw(tmp_path / "plain", impressions=impressions)
+        for csv in plain.iterdir():
+            with tarfile.open(tmp_path / "archives" / f"{csv.name}.tar.gz", "w:gz") as bundle:
+                bundle.add(csv, arcname=csv.name)
+
+    (tmp_path / "archives").mkdir()
+    archive(IMPRESSIONS)
+    first = prepare_alimama(tmp_path / "archives", tmp_path / "data", buckets=2)
+    archive(IMPRESSIONS + [(2, at(7, 10), 10, 1)])  # one more training impression, same archive names
+    second = prepare_alimama(tmp_path / "archives", tmp_path / "data", buckets=2)
+    assert not second.reused and second.manifest.fingerprint != first.manifest.fingerprint
+    assert [first.manifest.rows("train"), second.manifest.rows("train")] == [4, 5]
+
+
 def test_bad_input_is_a_clear_error(tmp_path):
     raw = write_raw(tmp_path / "raw")
     (raw / "behavior_log.csv").unlink()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -133,13 +134,9 @@ EVENTS = "user,item,country,clicked,day\n" + "".join(
     f"u{i % 7},i{i % 5},{'fr' if i % 3 else 'de'},{i % 2},{i % 10}\n" for i in range(200))
 
 
-def test_prepare_download_fetches_a_cards_public_files_then_prepares(tmp_path, monkeypatch):
-    from mscbench.cli import main
-    from mscbench.data import sources
-
-    with serving(Site(files={"/events.csv": EVENTS.encode()})) as site:
-        card = tmp_path / "shop.toml"
-        card.write_text(f'''name = "shop"
+def shop_card(url: str, sha256: str | None) -> str:
+    checksum = f'sha256 = "{sha256}"' if sha256 else ""
+    return f'''name = "shop"
 [tables.events]
 path = "events.csv"
 [label]
@@ -154,16 +151,100 @@ by = "time"
 time_column = "day"
 time_unit = "s"
 [source]
-homepage = "{site.url}"
+homepage = "https://example.com"
 [[source.files]]
 name = "events.csv"
-url = "{site.url}/events.csv"
+url = "{url}"
 size = {len(EVENTS)}
-sha256 = "{hashlib.sha256(EVENTS.encode()).hexdigest()}"
-''')
+{checksum}
+'''
+
+
+def test_prepare_download_fetches_a_cards_public_files_then_prepares(tmp_path, monkeypatch):
+    from mscbench.cli import main
+    from mscbench.data import sources
+
+    with serving(Site(files={"/events.csv": EVENTS.encode()})) as site:
+        card = tmp_path / "shop.toml"
+        card.write_text(shop_card(f"{site.url}/events.csv", hashlib.sha256(EVENTS.encode()).hexdigest()))
         monkeypatch.setitem(sources.SOURCES, "shop", sources.Source("shop", card, None, "a test card"))
         assert main(["prepare", "shop", "--download", "--data-dir", str(tmp_path / "data")]) == 0
     assert (tmp_path / "data" / "raw" / "shop" / "events.csv").read_text() == EVENTS
     assert (tmp_path / "data" / "shop" / "default" / "manifest.json").is_file()
     assert main(["prepare", "synthetic", "--download", "--data-dir", str(tmp_path / "data")]) == 2
     assert main(["prepare", "alimama", "--download", "--data-dir", str(tmp_path / "data")]) == 2  # no address
+
+
+# ------------------------------------------------------------------ downloads without a checksum (issue 16)
+
+
+def test_without_a_checksum_a_cut_transfer_is_resumed_to_the_announced_length(site, tmp_path):
+    site.truncate_next = 300_000
+    assert download(f"{site.url}/raw.csv", tmp_path / "raw.csv").read_bytes() == PAYLOAD
+    assert [r for _, r in site.requests] == [None, "bytes=300000-"]
+
+
+@pytest.mark.parametrize("cut", [300_000, None])
+def test_a_server_announcing_no_length_cannot_give_an_unchecked_file(site, tmp_path, cut):
+    site.announce_length, site.truncate_next = False, cut
+    with pytest.raises(DataError, match="announced no length and the dataset card gives no sha256 or size: a cut "
+                                        "transfer could not be told from a whole file, so it was deleted"):
+        download(f"{site.url}/raw.csv", tmp_path / "raw.csv")
+    assert list(tmp_path.iterdir()) == []
+    assert download(f"{site.url}/raw.csv", tmp_path / "raw.csv", size=len(PAYLOAD)).read_bytes() == PAYLOAD
+
+
+def test_a_resume_answered_from_byte_0_restarts_the_file(site, tmp_path):
+    site.resume_from = 0  # 206 with Content-Range bytes 0-...: the whole file again
+    (tmp_path / "raw.csv.part").write_bytes(PAYLOAD[:5000])
+    assert download(f"{site.url}/raw.csv", tmp_path / "raw.csv").read_bytes() == PAYLOAD
+
+
+def test_a_resume_answered_from_another_byte_starts_over_or_fails_clearly(site, tmp_path):
+    site.resume_from = 1234
+    (tmp_path / "raw.csv.part").write_bytes(PAYLOAD[:5000])
+    with pytest.raises(DataError, match="asked to resume at byte 5,000, the server answered from byte 1,234: "
+                                        "starting again.*run the same command again"):
+        download(f"{site.url}/raw.csv", tmp_path / "raw.csv", attempts=1)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "raw.csv.part").write_bytes(PAYLOAD[:5000])
+    assert download(f"{site.url}/raw.csv", tmp_path / "raw.csv").read_bytes() == PAYLOAD
+    assert [r for _, r in site.requests[-2:]] == ["bytes=5000-", None]
+
+
+def test_only_http_addresses_are_fetched(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("local")
+    with pytest.raises(DataError, match="must be an http:// or https:// address"):
+        download(secret.as_uri(), tmp_path / "raw" / "copy.txt")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_card_check_warns_about_a_download_without_sha256(tmp_path):
+    from mscbench.data.card import check_card_data, load_card
+
+    card = tmp_path / "shop.toml"
+    card.write_text(shop_card("https://example.com/events.csv", None))
+    (tmp_path / "events.csv").write_text(EVENTS)
+    report = check_card_data(load_card(card), tmp_path)
+    assert [w for w in report.warnings if "sha256" in w] == [
+        ("[source] file 'events.csv' has no sha256: a damaged or swapped download would go unnoticed; "
+         "add sha256 = \"...\" (sha256sum events.csv)")]
+
+
+# ---------------------------------------------------------------- a replaced archive is extracted again
+
+
+def test_a_replaced_archive_is_extracted_again_even_with_the_same_size_and_mtime(tmp_path):
+    archive = tmp_path / "log.csv.gz"
+    archive.write_bytes(gzip.compress(b"a,b\n1,2\n", mtime=0))
+    folder = extracted(archive, tmp_path / "cache" / "log")
+    (folder / "marker").touch()
+    assert extracted(archive, tmp_path / "cache" / "log") == folder and (folder / "marker").exists()  # kept
+    status = archive.stat()
+    archive.write_bytes(gzip.compress(b"a,b\n3,4\n", mtime=0))  # another archive, same size
+    os.utime(archive, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert archive.stat().st_size == status.st_size
+    assert (extracted(archive, tmp_path / "cache" / "log") / "log.csv").read_bytes() == b"a,b\n3,4\n"
+    assert not (folder / "marker").exists()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".log.source", "log"]

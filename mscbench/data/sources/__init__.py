@@ -1,7 +1,7 @@
 """The registry of built-in datasets: name -> dataset card and/or Python preparer.
 
-A source whose raw layout a card can say in full is a card alone (`mscbench/data/cards/<name>.toml`, package data), prepared by the
-generic card preparer. A source needing Python for what a card cannot say names a preparer function as
+A source whose raw layout a card can say in full is a card alone (`mscbench/data/cards/<name>.toml`, package
+data), prepared by the generic card preparer. A source needing Python for what a card cannot say names a preparer function as
 "module:function"; it is imported only when used, because preparers import `mscbench.data.prepare`,
 which imports this package (a direct import here would be circular). A preparer is called as
 `preparer(raw_dir=..., data_dir=..., progress=..., **options)` and returns a `PrepareResult`.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mscbench.data.errors import DataError
+from mscbench.data.names import checked_identifier
 
 CARDS_DIR = Path(__file__).resolve().parents[1] / "cards"  # the built-in cards: package data, in the wheel
 
@@ -64,20 +65,22 @@ def get_source(name: str) -> Source:
 
 def default_raw_dir(data_dir: Path, name: str) -> Path:
     """Where a source's raw files are looked for (and downloaded to) when no --raw-dir is given."""
-    return Path(data_dir) / "raw" / name
+    return Path(data_dir) / "raw" / checked_identifier(name, "dataset name")
 
 
 def prepare_source(name: str, raw_dir: Path | None, data_dir: Path, progress: Callable[[str], None] | None = None,
-                   card: Path | None = None, **options):
-    """Prepare a built-in source, or `name` from a user's `card`; returns the preparer's `PrepareResult`."""
+                   card: Path | None = None, force: bool = False, **options):
+    """Prepare a built-in source, or `name` from a user's `card`; returns the preparer's `PrepareResult`.
+    `force` prepares again even when an intact dataset of the same inputs exists."""
+    checked_identifier(name, "dataset name")  # before anything is written: the name becomes a folder
     if card is not None:
         return Source(name, Path(card)).prepare_function()(
             raw_dir=raw_dir or default_raw_dir(data_dir, name), data_dir=data_dir, progress=progress,
-            card=card, name=name)
+            card=card, name=name, force=force)
     source = get_source(name)
     extra = {"card": source.card, "name": name} if source.preparer is None else {}
     return source.prepare_function()(raw_dir=raw_dir or default_raw_dir(data_dir, name), data_dir=data_dir,
-                                     progress=progress, **extra, **options)
+                                     progress=progress, force=force, **extra, **options)
 
 
 @dataclass(frozen=True)

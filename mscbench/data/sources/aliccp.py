@@ -29,8 +29,8 @@ VALID_SHARE = 10  # one training sample in this many validates
 
 
 def prepare_aliccp(raw_dir: Path | None, data_dir: Path, progress: Progress | None = None,
-                   name: str | None = None) -> PrepareResult:
-    return prepare_converted(SOURCES["aliccp"].card, convert, raw_dir, data_dir, progress, name)
+                   name: str | None = None, force: bool = False) -> PrepareResult:
+    return prepare_converted(SOURCES["aliccp"].card, convert, raw_dir, data_dir, progress, name, force)
 
 
 def convert(raw_dir: Path, workdir: Path) -> None:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import polars as pl
 
-from mscbench.data.download import extracted, fingerprint
+from mscbench.data.download import extracted
 from mscbench.data.errors import DataError
+from mscbench.data.files import fingerprint
 from mscbench.data.prepare import PrepareResult, Progress, prepare
 from mscbench.data.spec import ColumnSplit, DatasetSpec, RandomSplit, SparseColumn
 
@@ -56,7 +57,7 @@ def aliexpress_spec(label: str, fingerprint: dict[str, str]) -> DatasetSpec:
 
 
 def prepare_aliexpress(raw_dir: Path, data_dir: Path, progress: Progress | None = None,
-                       label: str = "click") -> PrepareResult:
+                       label: str = "click", force: bool = False) -> PrepareResult:
     """Prepare the per-country AliExpress files (joined CSVs, the publisher's files, or its archives)."""
     raw_dir = Path(raw_dir)
     cache = Path(data_dir) / ".raw" / NAME
@@ -69,7 +70,7 @@ def prepare_aliexpress(raw_dir: Path, data_dir: Path, progress: Progress | None 
                         f"aliexpress_NL_datasets.zip")
     paths = [path for split in found.values() for split_paths in split.values() for path in split_paths]
     spec = aliexpress_spec(label, fingerprint(paths))
-    return prepare(spec, lambda: log(found), data_dir, progress)
+    return prepare(spec, lambda: log(found), data_dir, progress, force)
 
 
 def unpack_archives(raw_dir: Path, cache: Path) -> None:

@@ -35,8 +35,9 @@ from pathlib import Path
 import polars as pl
 
 from mscbench.data import sequences
-from mscbench.data.download import extracted, fingerprint, is_archive
+from mscbench.data.download import extracted, is_archive
 from mscbench.data.errors import DataError
+from mscbench.data.files import fingerprint
 from mscbench.data.prepare import PrepareResult, Progress, ignore, prepare
 from mscbench.data.spec import DatasetSpec, SequenceColumn, SparseColumn, TimeSplit
 
@@ -95,7 +96,7 @@ def alimama_spec(fingerprint: dict[str, str], notes: dict[str, object]) -> Datas
 
 
 def prepare_alimama(raw_dir: Path, data_dir: Path, progress: Progress | None = None,
-                    buckets: int | None = None) -> PrepareResult:
+                    buckets: int | None = None, force: bool = False) -> PrepareResult:
     """Prepare the Alimama raw files in `raw_dir` (plain CSVs or the published archives)."""
     report = progress or ignore
     files = {table.file: locate(Path(raw_dir), table, Path(data_dir) / ".raw" / NAME) for table in TABLES}
@@ -108,7 +109,8 @@ def prepare_alimama(raw_dir: Path, data_dir: Path, progress: Progress | None = N
     work = Path(tempfile.mkdtemp(prefix=".alimama-buckets-", dir=data_dir))  # beside the output: same disk
     try:
         behaviours = tables[BEHAVIOR_LOG.file]
-        return prepare(spec, lambda: with_histories(impressions, behaviours, work, count, report), data_dir, progress)
+        return prepare(spec, lambda: with_histories(impressions, behaviours, work, count, report), data_dir, progress,
+                       force)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -31,8 +31,8 @@ SCENARIOS = {"TV": "Television Video", "SS": "Security Surveillance", "CG": "Car
 
 
 def prepare_amazon(raw_dir: Path | None, data_dir: Path, progress: Progress | None = None,
-                   name: str | None = None) -> PrepareResult:
-    return prepare_converted(SOURCES["amazon"].card, convert, raw_dir, data_dir, progress, name)
+                   name: str | None = None, force: bool = False) -> PrepareResult:
+    return prepare_converted(SOURCES["amazon"].card, convert, raw_dir, data_dir, progress, name, force)
 
 
 def convert(raw_dir: Path, workdir: Path) -> None:
