@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -31,7 +30,7 @@ from typing import BinaryIO
 
 from mscbench.data.card import load_card
 from mscbench.data.errors import DataError
-from mscbench.data.files import exclusive, file_sha256
+from mscbench.data.files import exclusive, file_sha256, staging_folder
 from mscbench.data.names import checked_url
 
 CHUNK_BYTES = 1 << 20
@@ -193,7 +192,7 @@ def extracted(archive: Path, target: Path) -> Path:
         stamp.unlink(missing_ok=True)
         for leftover in [target, *target.parent.glob(f".{target.name}.extracting*")]:  # stale, or a killed run's
             shutil.rmtree(leftover, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.extracting-", dir=target.parent))
+        staging = staging_folder(target.parent, f".{target.name}.extracting-")
         try:
             unpack(archive, staging)
             staging.rename(target)

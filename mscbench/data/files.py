@@ -13,13 +13,23 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mscbench.data.errors import DataError
+from mscbench.files import current_umask
 
 CHUNK_BYTES = 1 << 22
+
+
+def staging_folder(parent: Path, prefix: str) -> Path:
+    """A new folder in `parent` that no other process uses, with the usual permissions (mkdtemp makes
+    0700; a shared data dir needs what the umask gives)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    folder.chmod(0o777 & ~current_umask())
+    return folder
 
 
 def fingerprint(paths: Iterable[Path]) -> dict[str, str]:

@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import math
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from mscbench.data.errors import DataError
-from mscbench.data.files import exclusive
+from mscbench.data.files import exclusive, staging_folder
 from mscbench.data.manifest import (
     MANIFEST_FILE,
     OOV_ID,
@@ -204,7 +203,7 @@ def fresh_staging(target: Path) -> Path:
             shutil.rmtree(target)
         for leftover in [*target.parent.glob(f".{target.name}.partial*"), retired_dir(target)]:
             shutil.rmtree(leftover, ignore_errors=True)
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        return staging_folder(target.parent, f".{target.name}.partial-")
     except OSError as error:
         raise DataError(f"cannot write prepared data under {target.parent} ({error.strerror or error}): "
                         f"pass a writable --data-dir or fix its permissions") from error

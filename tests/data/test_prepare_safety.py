@@ -23,6 +23,7 @@ from mscbench.data.manifest import MANIFEST_FILE, read_manifest
 from mscbench.data.names import checked_identifier
 from mscbench.data.prepare import dataset_dir, find_prepared, list_prepared, prepare, prepare_synthetic
 from mscbench.data.sources import prepare_source
+from mscbench.files import current_umask
 from tests.test_prepare import raw_log, shop_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +107,7 @@ def test_a_prepare_killed_before_its_manifest_leaves_nothing_prepared_and_the_ne
 
 def test_leftovers_of_a_prepare_killed_while_publishing_are_not_prepared_and_are_cleaned(tmp_path):
     first = prepare(shop_spec(), lambda: raw_log().lazy(), tmp_path)
+    assert first.path.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # not mkdtemp's 0700
     for name in (".default.retired", ".default.partial-x1y2"):  # killed between its two renames
         shutil.copytree(first.path, first.path.parent / name)
     first.path.rename(first.path.parent / ".default.partial-z3")
