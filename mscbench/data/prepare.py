@@ -117,8 +117,9 @@ def find_prepared(data_dir: Path, dataset: str) -> Path:
             read_manifest(manifest.parent)  # not listed because it is corrupt: say so
         raise DataError(f"dataset {dataset!r} is not prepared in {data_dir}: run `mscbench prepare {name}`")
     directory = dataset_dir(data_dir, name, variant)
-    for problem in mismatched_files(directory, variants[variant], with_hash=False):
-        raise DataError(f"{problem}: the prepared dataset {name}/{variant} is damaged; rebuild it with "
+    problems = mismatched_files(directory, variants[variant], with_hash=False)
+    if problems:
+        raise DataError(f"{problems[0]}: the prepared dataset {name}/{variant} is damaged; rebuild it with "
                         f"`mscbench prepare {name} --force` (and the options it was prepared with)")
     return directory
 
