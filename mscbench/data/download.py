@@ -30,8 +30,9 @@ from typing import BinaryIO
 
 from mscbench.data.card import load_card
 from mscbench.data.errors import DataError
-from mscbench.data.files import exclusive, file_sha256, staging_folder
+from mscbench.data.files import file_sha256, staging_folder
 from mscbench.data.names import checked_url
+from mscbench.files import exclusive
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60
@@ -50,7 +51,7 @@ def download(url: str, destination: Path, sha256: str | None = None, size: int |
     """`destination`, downloaded from `url` unless a verified copy is already there."""
     destination = Path(destination)
     checked_url(url, "download")
-    with exclusive(destination.with_name(f".{destination.name}.lock"), f"downloading {url}", ignore):
+    with exclusive(destination.with_name(f".{destination.name}.lock"), waiting=ignore):
         if destination.is_file() and matches(destination, sha256, size):
             return destination
         partial = destination.with_name(destination.name + ".part")
@@ -73,8 +74,8 @@ def download(url: str, destination: Path, sha256: str | None = None, size: int |
     return destination
 
 
-def ignore(message: str) -> None:
-    """Waiting for another download of the same file needs no message: it shows as a stalled bar."""
+def ignore(holder: str) -> None:
+    """Waiting for another download or extraction of the same file needs no message: the bar stalls."""
 
 
 def download_card_files(card: Path | None, raw_dir: Path,
@@ -186,7 +187,7 @@ def extracted(archive: Path, target: Path) -> Path:
     archive, target = Path(archive), Path(target)
     source = archive_identity(archive)
     stamp = target.with_name(f".{target.name}.source")
-    with exclusive(target.with_name(f".{target.name}.lock"), f"extracting {archive}", ignore):
+    with exclusive(target.with_name(f".{target.name}.lock"), waiting=ignore):
         if target.is_dir() and stamp.is_file() and stamp.read_text() == source:
             return target
         stamp.unlink(missing_ok=True)

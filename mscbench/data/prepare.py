@@ -30,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from mscbench.data.errors import DataError
-from mscbench.data.files import exclusive, staging_folder
+from mscbench.data.files import staging_folder
 from mscbench.data.manifest import (
     MANIFEST_FILE,
     OOV_ID,
@@ -47,6 +47,7 @@ from mscbench.data.manifest import (
 from mscbench.data.names import checked_identifier
 from mscbench.data.sources.synthetic import DEFAULT_ROWS, SyntheticParams, generate_in_chunks, synthetic_spec
 from mscbench.data.spec import SPLIT_COLUMN, DatasetSpec
+from mscbench.files import exclusive
 
 PREPARER_VERSION = "1"
 DEFAULT_VARIANT = "default"
@@ -156,7 +157,8 @@ def prepare(spec: DatasetSpec, load: Callable[[], pl.LazyFrame], data_dir: Path,
     report = progress or ignore
     target = dataset_dir(data_dir, spec.name, spec.variant)
     fingerprint = {**spec.fingerprint, "spec": spec_digest(spec)}
-    with exclusive(target.with_name(f".{target.name}.lock"), f"preparing {spec.name}/{spec.variant}", report):
+    lock = target.with_name(f".{target.name}.lock")
+    with exclusive(lock, lambda holder: report(f"waiting: {holder} is preparing {spec.name}/{spec.variant}")):
         existing = None if force else reusable(target, fingerprint, report)
         if existing is not None:
             report(f"{target} is already prepared with the same inputs")

@@ -6,9 +6,7 @@ read runs and reuse a complete run for the same resolved config and seed instead
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import zipfile
 from collections.abc import Callable, Iterator
@@ -19,7 +17,7 @@ import numpy as np
 import torch
 
 from mscbench.errors import UserError
-from mscbench.files import write_atomic
+from mscbench.files import exclusive, write_atomic
 from mscbench.results.record import RunRecord
 
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE = "config.toml", "metrics.json", "history.jsonl"
@@ -56,17 +54,9 @@ class RunStore:
         """Hold `run_id`'s lock while the block runs: one process trains a run at a time, and another one
         waits (after `say` tells by whom) to find the run complete. The kernel drops a dead holder's lock."""
         self.make(self.root)
-        with open(self.root / f".{run_id}.lock", "a+") as handle:  # its text: the holder's process id
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                say(f"waiting for run {run_id} (being trained by process {handle.read().strip() or '?'})")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.truncate(0)
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield  # closing the file releases the lock
+        with exclusive(self.root / f".{run_id}.lock",
+                       lambda holder: say(f"waiting for run {run_id} (being trained by {holder})")):
+            yield
 
     def finish(self, record: RunRecord, history: list[dict], model_state: dict,
                predictions: dict[str, np.ndarray]) -> None:
