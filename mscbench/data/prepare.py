@@ -157,6 +157,10 @@ def prepare(spec: DatasetSpec, load: Callable[[], pl.LazyFrame], data_dir: Path,
     report = progress or ignore
     target = dataset_dir(data_dir, spec.name, spec.variant)
     fingerprint = {**spec.fingerprint, "spec": spec_digest(spec)}
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # where the lock file goes
+    except OSError as error:
+        raise unwritable(target, error) from error
     lock = target.with_name(f".{target.name}.lock")
     with exclusive(lock, lambda holder: report(f"waiting: {holder} is preparing {spec.name}/{spec.variant}")):
         existing = None if force else reusable(target, fingerprint, report)
@@ -201,15 +205,18 @@ def fresh_staging(target: Path) -> Path:
     """A new hidden folder of this process's own beside `target`. Called with the dataset's lock held, so
     any other staging or retired folder of `target` is a leftover of a killed prepare: removed first."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() and complete_manifest(target) is None:
             shutil.rmtree(target)
         for leftover in [*target.parent.glob(f".{target.name}.partial*"), retired_dir(target)]:
             shutil.rmtree(leftover, ignore_errors=True)
         return staging_folder(target.parent, f".{target.name}.partial-")
     except OSError as error:
-        raise DataError(f"cannot write prepared data under {target.parent} ({error.strerror or error}): "
-                        f"pass a writable --data-dir or fix its permissions") from error
+        raise unwritable(target, error) from error
+
+
+def unwritable(target: Path, error: OSError) -> DataError:
+    return DataError(f"cannot write prepared data under {target.parent} ({error.strerror or error}): "
+                     f"pass a writable --data-dir or fix its permissions")
 
 
 def retired_dir(target: Path) -> Path:
