@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import math
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
