@@ -347,6 +347,9 @@ def compare(
     settings: Settings = None,
     by: Annotated[str, typer.Option(help="Table rows: model (Table II) or scenario (Table III).")] = "model",
     bootstrap: Annotated[bool, typer.Option(help="Add 95% bootstrap intervals of each AUC.")] = False,
+    correction: Annotated[str | None, typer.Option(
+        help="How the table's marks are corrected for its number of tests: bh (Benjamini-Hochberg, the default), "
+             "holm or none.")] = None,
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write figures and report.html to this directory.")] = None,
@@ -357,7 +360,9 @@ def compare(
 ) -> None:
     """Train (or reuse) every model for every seed and print the comparison table with significance marks.
 
-    Against the base: * DeLong's test on one seed's test predictions, † paired t-test over seeds (p < 0.05).
+    * marks a mean AUC above the base by Welch's t-test over seeds plus the test set's DeLong variance, p < 0.05
+    after the correction for the table's number of tests (needs two seeds per model). Bold: the best per column
+    and every model not significantly below it.
     --set key=value sets a training setting for every model, --set MODEL.key=value a hyperparameter of one.
 
     Examples: mscbench compare --dataset synthetic --models dnn,shared_bottom --base dnn --seeds 0,1,2 --by scenario
@@ -371,6 +376,7 @@ def compare(
         result = api.compare(split_list(models) if models else None, dataset, base=base,
                              seeds=[parse_int(s, "--seeds") for s in split_list(seeds)] if seeds else None,
                              recipe=recipe, settings={**parse_overrides(settings or []), **chosen}, bootstrap=bootstrap,
+                             correction=correction,
                              rerun=rerun, allow_stale=allow_stale, data_dir=data_dir, runs_dir=runs_dir,
                              progress=progress)
     show(result.comparison, fmt, by, output)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import tomllib
 
 from mscbench.errors import UserError
+from mscbench.eval.significance import CORRECTIONS, DEFAULT_CORRECTION
 
 
 class ConfigError(UserError):
@@ -182,6 +183,7 @@ class Recipe:
     model: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model hyperparameters
     prepare: dict[str, Any] = field(default_factory=dict)  # synthetic data: made first if missing (rows, ...)
     description: str = ""
+    correction: str = DEFAULT_CORRECTION  # how the table's significance marks are corrected: bh, holm or none
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -197,6 +199,9 @@ def load_recipe(path: Path) -> Recipe:
     build_config(TrainConfig, recipe.train, owner=f"recipe {path} [train]")
     if recipe.base not in recipe.models:
         raise ConfigError(f"recipe {path}: base {recipe.base!r} is not among its models")
+    if recipe.correction not in CORRECTIONS:
+        raise ConfigError(f"recipe {path}: unknown correction {recipe.correction!r}: choose one of "
+                          f"{', '.join(CORRECTIONS)}")
     for name in recipe.model:
         if name not in recipe.models:
             raise ConfigError(f"recipe {path}: [model.{name}] sets a model that is not among its models")

@@ -53,7 +53,7 @@ def test_report_writes_valid_pngs_and_one_self_contained_html(tmp_path):
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert [base64.b64decode(data) for data in embedded] == [p.read_bytes() for p in paths[:-1]]
     assert "http" not in page.replace("<!DOCTYPE html>", "")  # nothing fetched from elsewhere
-    assert page.count("<table>") == 2 and "Best model per scenario in bold" in page
+    assert page.count("<table>") == 2 and "Bold: the best mean per scenario" in page
 
 
 def test_each_extra_becomes_the_heatmaps_its_shape_calls_for():

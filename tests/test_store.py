@@ -49,7 +49,7 @@ def test_a_schema_1_run_is_plotted_and_compared(tmp_path, capsys):
     assert (tmp_path / "plots" / "report.html").exists()
     record = RunStore(runs).load(SCHEMA_1.name)
     table = layout(compare_runs([record], "dnn", predictions_of=RunStore(runs).predictions_of))
-    assert table.rows[0][:2] == ["dnn", f"{record.metrics.overall.auc:.4f}"]
+    assert table.rows[0][:3] == ["dnn", f"{record.parameters:,}", f"{record.metrics.overall.auc:.4f}"]
 
 
 @pytest.fixture

@@ -18,16 +18,18 @@ from mscbench.experiment.execution import get_or_run, is_stale
 from mscbench.experiment.planning import PlannedRun, plan_run
 from mscbench.results.record import RunRecord
 from mscbench.results.report import Comparison, compare_runs, label_rate
+from mscbench.results.significance import check_correction
 from mscbench.results.store import RunStore
 
 
 def with_options(recipe: Recipe | None, dataset: str | None = None, models: list[str] | None = None,
-                 base: str | None = None, seeds: list[int] | None = None, settings: dict | None = None) -> Recipe:
+                 base: str | None = None, seeds: list[int] | None = None, settings: dict | None = None,
+                 correction: str | None = None) -> Recipe:
     """`recipe` with the choices given over it (without a recipe: the choices, and defaults for the rest).
 
     A dataset given replaces the recipe's with its [prepare] table; `settings` (`--set`: training settings,
     and `MODEL.key` for a model's hyperparameter) are merged over the recipe's; a base that is not among the
-    models is added first.
+    models is added first; a `correction` given replaces the recipe's.
     """
     recipe = recipe or Recipe(dataset="synthetic", models=(), base="")
     names = list(models or recipe.models)
@@ -41,7 +43,7 @@ def with_options(recipe: Recipe | None, dataset: str | None = None, models: list
     model = recipe.model | {name: {**recipe.model.get(name, {}), **values} for name, values in hyperparameters.items()}
     return dataclasses.replace(recipe, dataset=dataset or recipe.dataset, models=tuple(names), base=base,
                                seeds=tuple(seeds or recipe.seeds), train={**recipe.train, **train}, model=model,
-                               prepare=prepare)
+                               prepare=prepare, correction=check_correction(correction or recipe.correction))
 
 
 def recipe_dataset(recipe: Recipe, data_dir: Path) -> str:
@@ -104,12 +106,14 @@ def stale_runs(plans: list[PlannedRun], records: list[RunRecord]) -> set[str]:
 def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progress | None = None,
                rerun: bool = False, allow_stale: bool = False, delong: bool = False,
                bootstrap_rounds: int = 0) -> tuple[Comparison, list[RunRecord]]:
-    """The recipe's comparison and its runs (under the recipe's names). The paired t-test across seeds needs
-    only the runs; `delong` adds DeLong's test on the stored test predictions, `bootstrap_rounds` intervals."""
+    """The recipe's comparison and its runs (under the recipe's names). The test over seeds behind the marks
+    needs only the runs; `delong` adds the test set's DeLong variance to it (and the per-seed DeLong test) from
+    the stored test predictions, `bootstrap_rounds` intervals."""
     plans = plan_recipe(recipe, data_dir)
     records = named(run_plans(plans, store, progress, rerun, allow_stale), recipe)
     comparison = compare_runs(records, recipe.base, list(recipe.models),
                               predictions_of=store.predictions_of if delong or bootstrap_rounds else None,
-                              bootstrap_rounds=bootstrap_rounds, stale=stale_runs(plans, records),
-                              train_label_rate=label_rate(plans[0].manifest), progress=progress)
+                              bootstrap_rounds=bootstrap_rounds, correction=recipe.correction,
+                              stale=stale_runs(plans, records), train_label_rate=label_rate(plans[0].manifest),
+                              progress=progress)
     return comparison, records

@@ -51,8 +51,10 @@ class Change:
 
 
 def recipe_identity(recipe: Recipe, path: Path) -> dict:
-    """The recipe's name and a hash of every setting that changes its numbers (its description does not)."""
-    settings = {key: value for key, value in dataclasses.asdict(recipe).items() if key != "description"}
+    """The recipe's name and a hash of every setting that changes its AUCs (its description and the correction of
+    its marks do not)."""
+    settings = {key: value for key, value in dataclasses.asdict(recipe).items()
+                if key not in ("description", "correction")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return {"name": Path(path).stem, "hash": digest}
 

@@ -1,5 +1,6 @@
-"""Comparison tables: runs grouped by model, seeds aggregated as mean ± std, RelaImpr against a base, and
-significance marks from stored test predictions (DeLong) and across seeds (paired t-test).
+"""Comparison tables: runs grouped by model, seeds aggregated as mean ± sample std, RelaImpr against a base,
+significance marks about architectures (a test over seeds, corrected for the table's number of tests; see
+`results.significance`) and bold only where the best is significantly ahead.
 
 Two orientations, as the SAML paper prints them: `model` (Table II: rows = models; AUC, GAUC, LogLoss,
 RelaImpr overall, then AUC and RelaImpr per scenario) and `scenario` (Table III: rows = scenarios with their
@@ -27,17 +28,22 @@ from mscbench.data.manifest import Manifest
 from mscbench.errors import UserError
 from mscbench.eval.evaluation import METRICS, Metric
 from mscbench.eval.metrics import logloss, rela_impr
+from mscbench.eval.significance import CORRECTIONS, DEFAULT_CORRECTION
 from mscbench.results import html
 from mscbench.results.record import OVERALL, DatasetRef, RunRecord, typed
 from mscbench.results.significance import (
     ALPHA,
-    DELONG_MARK,
-    PAIRED_MARK,
+    MARK,
     AlignedPredictions,
     PredictionsOf,
+    ScopeSample,
     Significance,
-    against_base,
     bootstrap_intervals,
+    check_correction,
+    finite,
+    leaders,
+    scope_samples,
+    table_tests,
 )
 
 FORMATS = ("table", "md", "csv", "json", "latex", "html")
@@ -48,7 +54,8 @@ STALE_MARK = "‡"  # beside a model whose runs were made by other code than the
 
 @dataclass(frozen=True)
 class Cell:
-    """One figure over seeds; `None` where no seed has it (a one-class scenario: AUC n/a)."""
+    """One figure over seeds: mean and sample std (ddof = 1); `None` where no seed has it (a one-class
+    scenario: AUC n/a; a diverged run's NaN counts as missing)."""
 
     mean: float | None
     std: float | None
@@ -56,10 +63,11 @@ class Cell:
 
     @classmethod
     def of(cls, values: list[float | None]) -> Cell:
-        present = [v for v in values if v is not None]
+        present = [v for v in values if finite(v)]
         if not present:
             return cls(None, None, 0)
-        return cls(float(np.mean(present)), float(np.std(present)), len(present))
+        return cls(float(np.mean(present)), float(np.std(present, ddof=1)) if len(present) > 1 else 0.0,
+                   len(present))
 
     def text(self, digits: int = 4) -> str:
         if self.mean is None:
@@ -73,6 +81,7 @@ class ModelRow:
     seeds: list[int]
     cells: dict[str, dict[str, Cell]]  # metric name (eval/evaluation.py's registry) -> scope -> over seeds
     rela_impr: dict[str, float | None]  # scope -> % against the base, from mean AUCs
+    parameters: int | None = None  # trainable parameters of one run (None: not recorded)
     significance: dict[str, Significance] = field(default_factory=dict)  # scope -> against the base
     auc_interval: dict[str, list[float] | None] = field(default_factory=dict)  # scope -> 95% bootstrap
     stale: bool = False  # some of its runs were made by other code than the current one
@@ -103,6 +112,9 @@ class Comparison:
     rows: list[ModelRow]
     bootstrap_rounds: int = 0  # resamples behind each row's `auc_interval`; 0: not asked for
     train_label_rate: float | None = None  # share of positives in the training split, where known
+    correction: str = DEFAULT_CORRECTION  # how the marks of the table are corrected: bh, holm or none
+    test_set_variance: bool = False  # whether the marks' test added DeLong's variance (stored predictions)
+    leaders: dict[str, list[str]] = field(default_factory=dict)  # column key -> the models shown in bold
 
     @property
     def scopes(self) -> list[str]:
@@ -115,42 +127,63 @@ class Comparison:
 
 def compare_runs(records: list[RunRecord], base: str, models: list[str] | None = None,
                  predictions_of: PredictionsOf | None = None, bootstrap_rounds: int = 0,
-                 stale: Collection[str] = (), train_label_rate: float | None = None,
-                 progress: Progress | None = None) -> Comparison:
+                 correction: str = DEFAULT_CORRECTION, stale: Collection[str] = (),
+                 train_label_rate: float | None = None, progress: Progress | None = None) -> Comparison:
     """Aggregate run records into one comparison against `base`.
 
-    With `predictions_of` (record -> its stored test predictions) every model is tested against the base by
-    DeLong and, given `bootstrap_rounds`, gets bootstrap intervals; the paired t-test needs only the records.
+    Every model is tested against the base over its seeds, the table's tests corrected together by
+    `correction`; with `predictions_of` (record -> its stored test predictions) the test adds the test set's
+    DeLong variance, the per-seed DeLong test is exported and, given `bootstrap_rounds`, bootstrap intervals.
     A model with a run in `stale` (run ids made by other code than the current one) is marked.
     `train_label_rate` (`label_rate(manifest)`) lets the caption say when LogLoss mostly measures a shift of the
     label rate between the training and test splits. `progress` shows a bar of the bootstrap intervals.
     """
     if not records:
         raise UserError("no runs to compare")
+    check_correction(correction)
     if len({r.dataset.fingerprint for r in records}) > 1:
         raise UserError("these runs were made on different datasets or dataset versions; compare one at a time")
     models = models or list(dict.fromkeys(r.model for r in records))
     by_model = {m: [r for r in records if r.model == m] for m in models}
     if not by_model.get(base):
         raise UserError(f"base model {base!r} has no run; add it to --models")
+    by_model = {m: runs for m, runs in by_model.items() if runs}
     if bootstrap_rounds and predictions_of is None:
         raise ValueError("bootstrap intervals need the runs' stored predictions: pass predictions_of")
     first = records[0]
     scopes = [OVERALL, *first.metrics.scenarios]
     predictions = AlignedPredictions(predictions_of, scopes[1:]) if predictions_of else None
+    samples = {model: scope_samples(runs, scopes, predictions) for model, runs in by_model.items()}
+    tests = table_tests(by_model, base, samples, predictions, correction)
     base_row = aggregate(base, by_model[base], scopes, None)
-    done = bootstrap_bar(progress, bootstrap_rounds, sum(1 for runs in by_model.values() if runs) * len(scopes))
-    rows = [replace(tested(aggregate(model, runs, scopes, base_row), runs, by_model[base], scopes, predictions,
-                           bootstrap_rounds, done), stale=any(r.run_id in stale for r in runs))
-            for model, runs in by_model.items() if runs]
+    done = bootstrap_bar(progress, bootstrap_rounds, len(by_model) * len(scopes))
+    rows = [replace(aggregate(model, runs, scopes, base_row), significance=tests.get(model, {}),
+                    auc_interval=bootstrap_intervals(runs, scopes, predictions, bootstrap_rounds, done)
+                    if bootstrap_rounds else {}, stale=any(r.run_id in stale for r in runs))
+            for model, runs in by_model.items()]
     oracle = {scope: first.scope(scope).oracle_auc for scope in scopes}
     return Comparison(
         dataset=first.dataset, base=base, scenarios=scopes[1:],
         test_rows={scope: first.scope(scope).rows for scope in scopes},
         test_positives={scope: first.scope(scope).positives for scope in scopes},
         oracle_auc=oracle if oracle[OVERALL] is not None else {}, rows=rows, bootstrap_rounds=bootstrap_rounds,
-        train_label_rate=train_label_rate,
+        train_label_rate=train_label_rate, correction=correction, test_set_variance=predictions is not None,
+        leaders=column_leaders(by_model, samples, scopes, correction),
     )
+
+
+def column_leaders(by_model: dict[str, list[RunRecord]], samples: dict[str, dict[str, ScopeSample]],
+                   scopes: list[str], correction: str) -> dict[str, list[str]]:
+    """The models in bold in each column that marks a best: the AUC of every scope (`auc/SCOPE`) and every
+    other registered metric overall (by its name; lower is better where the registry says so)."""
+    def overall(metric) -> dict[str, ScopeSample]:
+        sign = 1 if metric.higher_is_better else -1
+        figures = {model: [r.scope(OVERALL).value(metric.name) for r in runs] for model, runs in by_model.items()}
+        return {model: ScopeSample([sign * v for v in values if finite(v)], None) for model, values in figures.items()}
+
+    auc_columns = {f"auc/{scope}": leaders({model: samples[model][scope] for model in samples}, correction)
+                   for scope in scopes}
+    return {**auc_columns, **{m.name: leaders(overall(m), correction) for m in METRICS if m.name != "auc"}}
 
 
 def label_rate(manifest: Manifest, split: str = "train") -> float:
@@ -164,7 +197,8 @@ def aggregate(model: str, runs: list[RunRecord], scopes: list[str], base: ModelR
              for metric in METRICS}
     base_auc = (base.cells if base else cells)["auc"]
     return ModelRow(model=model, seeds=sorted(r.seed for r in runs), cells=cells,
-                    rela_impr={scope: rela_impr(cells["auc"][scope].mean, base_auc[scope].mean) for scope in scopes})
+                    rela_impr={scope: rela_impr(cells["auc"][scope].mean, base_auc[scope].mean) for scope in scopes},
+                    parameters=runs[0].parameters or None)
 
 
 def bootstrap_bar(progress: Progress | None, rounds: int, intervals: int) -> Callable[[], None]:
@@ -173,15 +207,6 @@ def bootstrap_bar(progress: Progress | None, rounds: int, intervals: int) -> Cal
         return lambda: None
     task = progress.add_task(f"bootstrap ({rounds} resamples per AUC)", total=intervals, unit="AUCs")
     return lambda: progress.advance(task)
-
-
-def tested(row: ModelRow, runs: list[RunRecord], base_runs: list[RunRecord], scopes: list[str],
-           predictions: AlignedPredictions | None, bootstrap_rounds: int,
-           done: Callable[[], None]) -> ModelRow:
-    """The row with its tests against the base (none for the base itself) and, if asked, its intervals."""
-    significance = {} if runs is base_runs else against_base(runs, base_runs, scopes, predictions)
-    intervals = bootstrap_intervals(runs, scopes, predictions, bootstrap_rounds, done) if bootstrap_rounds else {}
-    return replace(row, significance=significance, auc_interval=intervals)
 
 
 def from_json(text: str) -> Comparison:
@@ -203,11 +228,12 @@ class Layout:
 
 @dataclass(frozen=True)
 class Column:
-    """A column of the model orientation: its title, each row's text and, where bold marks the best, a score."""
+    """A column of the model orientation: its title, each row's text, where bold marks the best the key of its
+    leaders in `Comparison.leaders`, and the oracle row's text."""
 
     title: str
     text: Callable[[ModelRow], str]
-    score: Callable[[ModelRow], float | None] | None = None  # higher is better
+    leaders: str | None = None
     oracle: str = ""  # the oracle row's text (synthetic data)
 
 
@@ -218,17 +244,15 @@ def layout(comparison: Comparison, by: str = "model") -> Layout:
 
 
 def by_model(comparison: Comparison) -> Layout:
-    """Table II: one row per model (the oracle last, for synthetic data); the best per column in bold."""
+    """Table II: one row per model (the oracle last, for synthetic data); the leaders of each column in bold."""
     columns = model_columns(comparison)
     rows = [[column.text(row) for column in columns] for row in comparison.rows]
-    bold = set()
-    for j, column in enumerate(columns):
-        scores = [column.score(row) if column.score else None for row in comparison.rows]
-        bold |= {(best, j) for best in [best_index(scores)] if best is not None}
+    bold = {(i, j) for j, column in enumerate(columns) for i, row in enumerate(comparison.rows)
+            if row.model in comparison.leaders.get(column.leaders, [])}
     if comparison.oracle_auc:
         rows.append([column.oracle for column in columns])
     lift = " Share of oracle lift: (AUC - 0.5) / (oracle AUC - 0.5)." if comparison.has("gap_closed") else ""
-    return Layout([c.title for c in columns], rows, bold, caption(comparison, "Best per column in bold." + lift))
+    return Layout([c.title for c in columns], rows, bold, caption(comparison, "column", lift))
 
 
 def model_columns(comparison: Comparison) -> list[Column]:
@@ -237,32 +261,30 @@ def model_columns(comparison: Comparison) -> list[Column]:
     oracle = comparison.oracle_auc
     others = [m for m in METRICS if m.name != "auc" and (not m.optional or comparison.has(m.name))]
     columns = [Column("Model", lambda r: r.label, oracle="oracle (true probability)"),
-               Column("AUC", lambda r: auc_text(r, OVERALL), lambda r: r.scope_auc(OVERALL).mean,
-                      number(oracle.get(OVERALL))),
+               Column("Parameters", lambda r: "n/a" if r.parameters is None else f"{r.parameters:,}"),
+               Column("AUC", lambda r: auc_text(r, OVERALL), f"auc/{OVERALL}", number(oracle.get(OVERALL))),
                *[metric_column(m) for m in others if not m.optional],
                Column(f"RelaImpr vs {comparison.base}", lambda r: percent(r.rela_impr[OVERALL])),
                *[metric_column(m) for m in others if m.optional]]
     for s in comparison.scenarios:
-        columns += [Column(f"{s} AUC (n={comparison.test_rows[s]:,})", lambda r, s=s: auc_text(r, s),
-                           lambda r, s=s: r.scope_auc(s).mean, number(oracle.get(s))),
+        columns += [Column(f"{s} AUC (n={comparison.test_rows[s]:,})", lambda r, s=s: auc_text(r, s), f"auc/{s}",
+                           number(oracle.get(s))),
                     Column(f"{s} RelaImpr", lambda r, s=s: percent(r.rela_impr[s]))]
     return columns
 
 
 def metric_column(metric: Metric) -> Column:
-    """A registered metric overall: its value over seeds, the best in bold, and the oracle's where known."""
-    sign = 1 if metric.higher_is_better else -1
-    return Column(metric.label, lambda r: r.cell(metric.name).text(metric.digits),
-                  lambda r: None if r.cell(metric.name).mean is None else sign * r.cell(metric.name).mean,
+    """A registered metric overall: its value over seeds, its leaders in bold, and the oracle's where known."""
+    return Column(metric.label, lambda r: r.cell(metric.name).text(metric.digits), metric.name,
                   "" if metric.of_oracle is None else f"{metric.of_oracle:.{metric.digits}f}")
 
 
 def by_scenario(comparison: Comparison) -> Layout:
     """Table III: one row per scenario (overall last) with its test rows and positives; one AUC column per
-    model, then each other model's RelaImpr; the best model per scenario in bold."""
+    model (its parameters in the header), then each other model's RelaImpr; each scenario's leaders in bold."""
     others = [row for row in comparison.rows if row.model != comparison.base]
     oracle = ["Oracle AUC"] if comparison.oracle_auc else []
-    header = ["Scenario", "Test rows", "Positives", *oracle, *[row.label for row in comparison.rows],
+    header = ["Scenario", "Test rows", "Positives", *oracle, *[model_header(row) for row in comparison.rows],
               *[f"{row.label} RelaImpr vs {comparison.base}" for row in others]]
     first_model = 3 + len(oracle)
     rows, bold = [], set()
@@ -271,10 +293,13 @@ def by_scenario(comparison: Comparison) -> Layout:
                      *([number(comparison.oracle_auc[scope])] if oracle else []),
                      *[auc_text(row, scope) for row in comparison.rows],
                      *[percent(row.scope_rela_impr(scope)) for row in others]])
-        best = best_index([row.scope_auc(scope).mean for row in comparison.rows])
-        if best is not None:
-            bold.add((i, first_model + best))
-    return Layout(header, rows, bold, caption(comparison, "Best model per scenario in bold."))
+        leading = comparison.leaders.get(f"auc/{scope}", [])
+        bold |= {(i, first_model + j) for j, row in enumerate(comparison.rows) if row.model in leading}
+    return Layout(header, rows, bold, caption(comparison, "scenario"))
+
+
+def model_header(row: ModelRow) -> str:
+    return row.label if row.parameters is None else f"{row.label} ({row.parameters:,} parameters)"
 
 
 def auc_text(row: ModelRow, scope: str) -> str:
@@ -287,31 +312,51 @@ def auc_text(row: ModelRow, scope: str) -> str:
     return text + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
 
 
-def best_index(scores: list[float | None]) -> int | None:
-    present = [(score, i) for i, score in enumerate(scores) if score is not None]
-    return max(present, key=lambda pair: pair[0])[1] if present else None
-
-
-def caption(comparison: Comparison, bold: str) -> str:
+def caption(comparison: Comparison, bold_in: str, note: str = "") -> str:
+    """What the table shows (and `note`), which test its marks and bold follow, the correction and the number of
+    seeds."""
     seeds = "/".join(map(str, sorted({len(r.seeds) for r in comparison.rows})))
     base = comparison.base
     dataset = comparison.dataset.label
-    parts = [f"Test AUC on {dataset} (mean ± std over {seeds} seed(s)); RelaImpr against {base} from mean AUCs.",
-             bold, *label_shift(comparison)]
-    tests = [s for row in comparison.rows for s in row.significance.values()]
-    delong_seeds = sorted({s.delong_seed for s in tests if s.delong_seed is not None})
-    if delong_seeds:
-        parts.append(f"{DELONG_MARK} AUC above {base} by DeLong's test on the test predictions of seed "
-                     f"{'/'.join(map(str, delong_seeds))} (the smallest seed both share), p < {ALPHA}.")
-    if any(s.paired_p is not None for s in tests):
-        parts.append(f"{PAIRED_MARK} AUC above {base} by a paired t-test over the shared seeds, p < {ALPHA}.")
+    parts = [(f"Test AUC on {dataset} (mean ± sample std over {seeds} seed(s)); RelaImpr against {base} from mean "
+              f"AUCs.{note}"), *label_shift(comparison)]
+    correction = CORRECTIONS[comparison.correction]
+    parts.append(marks_sentence(comparison, [row.significance for row in comparison.rows],
+                                f"{MARK} mean AUC above {base}", f"comparisons of the table with {base}"))
+    single = [row.model for row in comparison.rows if len(row.seeds) < 2]
+    if any(comparison.leaders.values()):
+        parts.append(f"Bold: the best mean per {bold_in} and every model not significantly below it (the same "
+                     f"test, {correction} within the {bold_in}); a lone bold figure is significantly above the "
+                     "runner-up" + (f"; {', '.join(single)}, with one seed, cannot be compared." if single else "."))
+    elif len(comparison.rows) > 1:
+        parts.append("Nothing is bold: fewer than two models have the two seeds a comparison needs.")
     if any(row.stale for row in comparison.rows):
         parts.append(f"{STALE_MARK} Reused runs made by other code than the current one (--allow-stale): "
                      "retrain them for numbers of the current code.")
+    if any(s.delong_p is not None for row in comparison.rows for s in row.significance.values()):
+        parts.append("The JSON and CSV exports add each difference's 95% interval, raw and adjusted p-values, and "
+                     "DeLong's test on one seed's predictions (it says two trained models differ, not two "
+                     "architectures).")
     if comparison.bootstrap_rounds:
         parts.append(f"[low, high]: 95% percentile bootstrap interval of the AUC of each model's smallest seed "
                      f"({comparison.bootstrap_rounds} resamples).")
-    return " ".join(parts)
+    return " ".join(part for part in parts if part)
+
+
+def test_name(comparison: Comparison) -> str:
+    return ("Welch's t-test over each model's per-seed AUCs"
+            + (", with DeLong's variance of the test set added" if comparison.test_set_variance else ""))
+
+
+def marks_sentence(comparison: Comparison, tests: list[dict[str, Significance]], marked: str, family: str) -> str:
+    """Which test and correction the marks follow, or why there are none."""
+    made = [test for scopes in tests for test in scopes.values() if test.p_value is not None]
+    if made:
+        return (f"{marked} by {test_name(comparison)}, p < {ALPHA} after {CORRECTIONS[comparison.correction]} "
+                f"over the {len(made)} {family}.")
+    if any(tests):
+        return "One seed per model: no test between architectures is possible, so nothing is marked."
+    return ""
 
 
 def label_shift(comparison: Comparison) -> list[str]:
@@ -443,7 +488,7 @@ def to_latex(comparison: Comparison, by: str = "model") -> str:
 def latex_escape(text: str) -> str:
     for char in "&%$#_":
         text = text.replace(char, "\\" + char)
-    return text.replace("±", "$\\pm$").replace(PAIRED_MARK, "$^\\dagger$").replace(STALE_MARK, "$^\\ddagger$")
+    return text.replace("±", "$\\pm$").replace(STALE_MARK, "$^\\ddagger$")
 
 
 def to_html(comparison: Comparison, by: str = "model") -> str:
@@ -455,34 +500,41 @@ def title(comparison: Comparison) -> str:
     return f"mscbench: {comparison.dataset.label}, models against {comparison.base}"
 
 
-# The columns of the tidy table (`to_csv`, `to_frame`) and their types.
-TIDY_COLUMNS = {"model": pl.String, "seeds": pl.String, "scope": pl.String, "metric": pl.String, "mean": pl.Float64,
-                "std": pl.Float64, "rela_impr_percent": pl.Float64, "delong_seed": pl.Int64, "delong_p": pl.Float64,
-                "paired_seeds": pl.Int64, "paired_p": pl.Float64, "marks": pl.String, "ci_low": pl.Float64,
-                "ci_high": pl.Float64}
+# The columns of the tidy table (`to_csv`, `to_frame`) and their types; on the AUC lines the test against the base.
+TEST_COLUMNS = {"difference": pl.Float64, "difference_ci_low": pl.Float64, "difference_ci_high": pl.Float64,
+                "p_value": pl.Float64, "adjusted_p": pl.Float64, "marks": pl.String, "delong_seed": pl.Int64,
+                "delong_p": pl.Float64}
+TIDY_COLUMNS = {"model": pl.String, "seeds": pl.String, "parameters": pl.Int64, "scope": pl.String,
+                "metric": pl.String, "mean": pl.Float64, "std": pl.Float64, "rela_impr_percent": pl.Float64,
+                **TEST_COLUMNS, "bootstrap_low": pl.Float64, "bootstrap_high": pl.Float64}
 
 
 def to_csv(comparison: Comparison, by: str = "model") -> str:
-    """Tidy: one line per model, scope and metric, numbers unformatted; significance on the AUC lines.
-    The same in both orientations (pivot it either way)."""
+    """Tidy: one line per model, scope and metric, numbers unformatted (std: ddof = 1); on the AUC lines the
+    test against the base (the difference of mean AUCs, its 95% interval, raw and adjusted p, the mark, the
+    per-seed DeLong p) and the bootstrap interval. The same in both orientations (pivot it either way)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(TIDY_COLUMNS)
     for row in comparison.rows:
-        seeds = " ".join(map(str, row.seeds))
+        described = [row.model, " ".join(map(str, row.seeds)), row.parameters]
         for scope in comparison.scopes:
-            test = row.significance.get(scope)
-            interval = row.auc_interval.get(scope) or ["", ""]
-            tested = ["", "", "", "", ""] if test is None else [
-                test.delong_seed, test.delong_p, test.paired_seeds, test.paired_p, test.marks]
             auc = row.scope_auc(scope)
-            writer.writerow([row.model, seeds, scope, "auc", auc.mean, auc.std, row.scope_rela_impr(scope),
-                             *tested, *interval])
+            writer.writerow([*described, scope, "auc", auc.mean, auc.std, row.scope_rela_impr(scope),
+                             *tested_cells(row.significance.get(scope)), *(row.auc_interval.get(scope) or ["", ""])])
             for metric in (m for m in METRICS if m.name != "auc"):
                 if scope == OVERALL or metric.per_scenario:
                     cell = row.cell(metric.name, scope)
-                    writer.writerow([row.model, seeds, scope, metric.name, cell.mean, cell.std, *[""] * 8])
+                    writer.writerow([*described, scope, metric.name, cell.mean, cell.std,
+                                     *[""] * (len(TEST_COLUMNS) + 3)])
     return buffer.getvalue()
+
+
+def tested_cells(test: Significance | None) -> list:
+    if test is None:
+        return [""] * len(TEST_COLUMNS)
+    return [test.difference, test.ci_low, test.ci_high, test.p_value, test.adjusted_p, test.marks, test.delong_seed,
+            test.delong_p]
 
 
 def to_frame(comparison: Comparison) -> pl.DataFrame:
