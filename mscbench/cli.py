@@ -303,7 +303,8 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Samples per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    protocol: Annotated[str | None, typer.Option(help="joint or individual.")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="joint (one model), individual (one per scenario) or finetune (joint, then tuned per scenario).")] = None,
     settings: Settings = None,
     rerun: Annotated[bool, typer.Option(help="Retrain even if this exact run exists.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = True,
@@ -350,6 +351,9 @@ def compare(
     correction: Annotated[str | None, typer.Option(
         help="How the table's marks are corrected for its number of tests: bh (Benjamini-Hochberg, the default), "
              "holm or none.")] = None,
+    transfer_base: Annotated[str | None, typer.Option(
+        help="Negative transfer: compare every model per scenario with MODEL[:PROTOCOL] (protocol individual "
+             "unless named), e.g. dnn:individual.")] = None,
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write figures and report.html to this directory.")] = None,
@@ -376,7 +380,7 @@ def compare(
         result = api.compare(split_list(models) if models else None, dataset, base=base,
                              seeds=[parse_int(s, "--seeds") for s in split_list(seeds)] if seeds else None,
                              recipe=recipe, settings={**parse_overrides(settings or []), **chosen}, bootstrap=bootstrap,
-                             correction=correction,
+                             correction=correction, transfer_base=transfer_base,
                              rerun=rerun, allow_stale=allow_stale, data_dir=data_dir, runs_dir=runs_dir,
                              progress=progress)
     show(result.comparison, fmt, by, output)

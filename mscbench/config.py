@@ -34,7 +34,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty in Adam (dense parameters and embeddings alike)
     patience: int = 1  # epochs without a better validation AUC before stopping
     seed: int = 0  # seeds parameters, shuffling and any sampling in the model
-    protocol: Literal["joint", "individual"] = "joint"  # one model for all scenarios, or one per scenario
+    protocol: Literal["joint", "individual", "finetune"] = "joint"  # one model, one per scenario, or joint + tuned
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     eval_batch_size: int = 8192  # samples per forward pass when predicting
     # "lazy_adam": the id embedding tables get sparse gradients and SparseAdam, which moves (and decays the

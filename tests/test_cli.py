@@ -40,6 +40,9 @@ def test_prepare_train_compare_and_list(tmp_path, capsys):
                        "--epochs", "1", "--format", "md")
     assert code == 0 and "| shared_bottom |" in out and "RelaImpr vs dnn" in out
     assert "run 1 of 2: training dnn (seed 0)" in out and "run 2 of 2, about " in out
+    code, out, _ = cli(capsys, "compare", *dataset, "--models", "dnn,shared_bottom", "--epochs", "1",
+                       "--transfer-base", "dnn", "--format", "csv")  # reuses both runs, trains dnn per scenario
+    assert code == 0 and out.count("training") == 1 and "auc_gain_vs_dnn:individual" in out
 
 
 def test_models_lists_the_zoo_and_shows_one(capsys):
@@ -95,6 +98,7 @@ def test_every_setting_of_every_model_has_a_meaning():
     (["train", "dnn", "--set", "hiden=[8]"], "no setting 'hiden'"),
     (["prepare", "alimamma"], "unknown dataset 'alimamma'"),
     (["compare", "--models", "dnn", "--seeds", "a"], "--seeds takes integers"),
+    (["compare", "--models", "dnn", "--correction", "bonferroni"], "unknown correction 'bonferroni'"),
 ])
 def test_bad_input_gets_one_line_and_exit_code_2(args, message, tmp_path, capsys):
     code, _, err = cli(capsys, *args, *(["--data-dir", str(tmp_path)] if args[0] != "models" else []))

@@ -252,7 +252,7 @@ def test_every_format_carries_the_table(by):
     parser.feed(render(compared, "html", by))
     assert parser.tags.count("tr") == len(table.rows) + 1 and parser.tags.count("strong") == len(table.bold)
     assert parser.tags.count("th") == len(table.header)
-    assert render_rich(compared, by).row_count == len(table.rows)
+    assert render_rich(compared, by).renderables[0].row_count == len(table.rows)
 
 
 def test_csv_is_tidy_with_significance_on_the_auc_lines():

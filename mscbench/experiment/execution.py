@@ -1,7 +1,9 @@
 """Executing a planned run: reuse it from the run store, or train, evaluate and store it.
 
 Protocols: `joint` trains one model on every scenario's data; `individual` trains a fresh model per
-scenario on that scenario's data alone (SAML Table III's "-Individual" rows) and pools their predictions.
+scenario on that scenario's data alone (SAML Table III's "-Individual" rows) and pools their predictions;
+`finetune` trains jointly, then fine-tunes a copy of the joint weights on each scenario's rows alone, with
+early stopping on that scenario's validation AUC (the multi-domain baseline, as in MAMDR, ICDE 2023).
 Under torchrun every process trains its share of each batch (train/distributed.py); the main process alone
 takes the run's lock, predicts the whole test split, evaluates it and writes the run.
 """
@@ -93,13 +95,17 @@ def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None,
     device = process_device(choose_device(plan.train.device))
     splits = {split: load_split(plan.dataset_path, plan.manifest, split) for split in ("train", "valid", "test")}
     started = time.perf_counter()
-    if plan.train.protocol == "joint":
+    if plan.train.protocol == "individual":
+        model_state, fits, prediction, parameters = run_per_scenario(plan, splits, device, directory, progress)
+    else:
         model, fit_result = train_model(plan, splits, device, directory, CHECKPOINT_FILE, progress)
         fits = {"all": fit_result}
         prediction = predict_test(plan, model, splits["test"], device) if main else None
         model_state, parameters = model.state_dict(), count_parameters(model)
-    else:
-        model_state, fits, prediction, parameters = run_individual(plan, splits, device, directory, progress)
+        if plan.train.protocol == "finetune":
+            model_state, tuned, prediction, parameters = run_per_scenario(plan, splits, device, directory, progress,
+                                                                         joint=(model_state, prediction))
+            fits |= tuned  # "all": the joint phase; then one entry per fine-tuned scenario
     if not main:
         return None
     seconds = time.perf_counter() - started
@@ -124,10 +130,14 @@ def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None,
 
 
 def train_model(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, directory: Path | None,
-                checkpoint: str, progress: Progress | None) -> tuple[torch.nn.Module, FitResult]:
-    """A fresh model of the plan trained on `splits` (data-parallel under torchrun, without a checkpoint)."""
+                checkpoint: str, progress: Progress | None, start: dict | None = None
+                ) -> tuple[torch.nn.Module, FitResult]:
+    """A model of the plan, fresh or from the weights `start`, trained on `splits` (data-parallel under
+    torchrun, without a checkpoint)."""
     seed_everything(plan.train.seed)
     model = build_model(plan.model, plan.manifest, dataclasses.asdict(plan.model_config))
+    if start is not None:
+        model.load_state_dict(start)
     n = plan.manifest.num_scenarios
     if world_size() > 1:
         parallel = data_parallel(model, device, plan.train)
@@ -144,18 +154,24 @@ def predict_test(plan: PlannedRun, model: torch.nn.Module, test: SplitData, devi
                    plan.train.data_on_device)
 
 
-def run_individual(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, directory: Path | None,
-                   progress: Progress | None):
-    """One model per scenario, trained and evaluated on that scenario's rows alone."""
+def run_per_scenario(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, directory: Path | None,
+                     progress: Progress | None, joint: tuple[dict, Prediction | None] | None = None):
+    """One model per scenario, trained and evaluated on that scenario's rows alone: fresh (individual) or
+    from the `joint` model's weights (finetune; the joint model is kept, and its predictions stand for a
+    scenario that cannot be trained)."""
     test = splits["test"]
-    prob = np.full(len(test), np.nan)
+    start, joint_prediction = joint or (None, None)
+    prob = np.full(len(test), np.nan) if joint_prediction is None else joint_prediction.prob.astype(np.float64)
     fits, states, parameters = {}, {}, 0
+    if start is not None:
+        states = {f"joint.{key}": value for key, value in start.items()}
+        parameters = sum(value.numel() for value in start.values())
     for scenario, name in enumerate(plan.manifest.scenario.names):
         own = {split: data.select(data.scenario == scenario) for split, data in splits.items()}
         if len(own["train"]) == 0 or len(own["test"]) == 0:
             continue
         checkpoint = f"checkpoint-{scenario}.pt"
-        model, fits[name] = train_model(plan, own, device, directory, checkpoint, progress)
+        model, fits[name] = train_model(plan, own, device, directory, checkpoint, progress, start)
         if directory is None:  # a process of a launch other than the main one: it predicts nothing
             continue
         prob[(test.scenario == scenario).numpy()] = predict_test(plan, model, own["test"], device).prob

@@ -20,6 +20,7 @@ from mscbench.results.record import RunRecord
 from mscbench.results.report import Comparison, compare_runs, label_rate
 from mscbench.results.significance import check_correction
 from mscbench.results.store import RunStore
+from mscbench.results.transfer import split_reference
 
 
 def with_options(recipe: Recipe | None, dataset: str | None = None, models: list[str] | None = None,
@@ -44,6 +45,13 @@ def with_options(recipe: Recipe | None, dataset: str | None = None, models: list
     return dataclasses.replace(recipe, dataset=dataset or recipe.dataset, models=tuple(names), base=base,
                                seeds=tuple(seeds or recipe.seeds), train={**recipe.train, **train}, model=model,
                                prepare=prepare, correction=check_correction(correction or recipe.correction))
+
+
+def reference_recipe(recipe: Recipe, reference: str) -> Recipe:
+    """The runs of a transfer reference, MODEL[:PROTOCOL]: that model alone, trained with that protocol and
+    otherwise as the recipe says (dataset, seeds, settings, the model's hyperparameters)."""
+    model, protocol = split_reference(reference)
+    return dataclasses.replace(recipe, models=(model,), base=model, train={**recipe.train, "protocol": protocol})
 
 
 def recipe_dataset(recipe: Recipe, data_dir: Path) -> str:
@@ -105,15 +113,21 @@ def stale_runs(plans: list[PlannedRun], records: list[RunRecord]) -> set[str]:
 
 def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progress | None = None,
                rerun: bool = False, allow_stale: bool = False, delong: bool = False,
-               bootstrap_rounds: int = 0) -> tuple[Comparison, list[RunRecord]]:
+               bootstrap_rounds: int = 0, transfer_base: str | None = None) -> tuple[Comparison, list[RunRecord]]:
     """The recipe's comparison and its runs (under the recipe's names). The test over seeds behind the marks
     needs only the runs; `delong` adds the test set's DeLong variance to it (and the per-seed DeLong test) from
-    the stored test predictions, `bootstrap_rounds` intervals."""
+    the stored test predictions, `bootstrap_rounds` intervals. `transfer_base` (MODEL[:PROTOCOL]) trains or
+    reuses that reference too, for the negative-transfer view."""
     plans = plan_recipe(recipe, data_dir)
-    records = named(run_plans(plans, store, progress, rerun, allow_stale), recipe)
+    reference = reference_recipe(recipe, transfer_base) if transfer_base else None
+    reference_plans = plan_recipe(reference, data_dir) if reference else []
+    records = run_plans(plans + reference_plans, store, progress, rerun, allow_stale)
+    records, reference_records = named(records[:len(plans)], recipe), records[len(plans):]
     comparison = compare_runs(records, recipe.base, list(recipe.models),
                               predictions_of=store.predictions_of if delong or bootstrap_rounds else None,
                               bootstrap_rounds=bootstrap_rounds, correction=recipe.correction,
                               stale=stale_runs(plans, records), train_label_rate=label_rate(plans[0].manifest),
-                              progress=progress)
+                              progress=progress,
+                              transfer_base=f"{reference.base}:{reference.train['protocol']}" if reference else None,
+                              transfer_runs=reference_records)
     return comparison, records

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import polars as pl
 from rich.cells import cell_len
+from rich.console import Group
 from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
@@ -33,6 +34,7 @@ from mscbench.results import html
 from mscbench.results.record import OVERALL, DatasetRef, RunRecord, typed
 from mscbench.results.significance import (
     ALPHA,
+    LOSS_MARK,
     MARK,
     AlignedPredictions,
     PredictionsOf,
@@ -44,6 +46,13 @@ from mscbench.results.significance import (
     leaders,
     scope_samples,
     table_tests,
+)
+from mscbench.results.transfer import (
+    Transfer,
+    gain_mark,
+    gain_text,
+    split_reference,
+    transfer_view,
 )
 
 FORMATS = ("table", "md", "csv", "json", "latex", "html")
@@ -115,6 +124,7 @@ class Comparison:
     correction: str = DEFAULT_CORRECTION  # how the marks of the table are corrected: bh, holm or none
     test_set_variance: bool = False  # whether the marks' test added DeLong's variance (stored predictions)
     leaders: dict[str, list[str]] = field(default_factory=dict)  # column key -> the models shown in bold
+    transfer: Transfer | None = None  # every model against a reference per scenario (--transfer-base)
 
     @property
     def scopes(self) -> list[str]:
@@ -128,7 +138,8 @@ class Comparison:
 def compare_runs(records: list[RunRecord], base: str, models: list[str] | None = None,
                  predictions_of: PredictionsOf | None = None, bootstrap_rounds: int = 0,
                  correction: str = DEFAULT_CORRECTION, stale: Collection[str] = (),
-                 train_label_rate: float | None = None, progress: Progress | None = None) -> Comparison:
+                 train_label_rate: float | None = None, progress: Progress | None = None,
+                 transfer_base: str | None = None, transfer_runs: list[RunRecord] | None = None) -> Comparison:
     """Aggregate run records into one comparison against `base`.
 
     Every model is tested against the base over its seeds, the table's tests corrected together by
@@ -137,6 +148,7 @@ def compare_runs(records: list[RunRecord], base: str, models: list[str] | None =
     A model with a run in `stale` (run ids made by other code than the current one) is marked.
     `train_label_rate` (`label_rate(manifest)`) lets the caption say when LogLoss mostly measures a shift of the
     label rate between the training and test splits. `progress` shows a bar of the bootstrap intervals.
+    With `transfer_base` (MODEL:PROTOCOL) and its runs, every model is also compared with it per scenario.
     """
     if not records:
         raise UserError("no runs to compare")
@@ -150,6 +162,8 @@ def compare_runs(records: list[RunRecord], base: str, models: list[str] | None =
     by_model = {m: runs for m, runs in by_model.items() if runs}
     if bootstrap_rounds and predictions_of is None:
         raise ValueError("bootstrap intervals need the runs' stored predictions: pass predictions_of")
+    if transfer_base is not None and not transfer_runs:
+        raise UserError(f"the transfer reference {transfer_base} has no run")
     first = records[0]
     scopes = [OVERALL, *first.metrics.scenarios]
     predictions = AlignedPredictions(predictions_of, scopes[1:]) if predictions_of else None
@@ -169,6 +183,8 @@ def compare_runs(records: list[RunRecord], base: str, models: list[str] | None =
         oracle_auc=oracle if oracle[OVERALL] is not None else {}, rows=rows, bootstrap_rounds=bootstrap_rounds,
         train_label_rate=train_label_rate, correction=correction, test_set_variance=predictions is not None,
         leaders=column_leaders(by_model, samples, scopes, correction),
+        transfer=None if transfer_base is None else transfer_view(transfer_base, transfer_runs, by_model, samples,
+                                                                  scopes[1:], predictions, correction),
     )
 
 
@@ -376,6 +392,30 @@ def label_shift(comparison: Comparison) -> list[str]:
     return [note]
 
 
+def transfer_layout(comparison: Comparison) -> Layout:
+    """Negative transfer: one row per model, its AUC gain over the reference in each scenario and a summary."""
+    transfer = comparison.transfer
+    scenarios = comparison.scenarios
+    header = ["Model", *[f"{s} AUC gain" for s in scenarios], "Significant losses", "Worst scenario (gain)",
+              "Mean relative improvement"]
+    rows = [[row.model, *[gain_text(row.gains[s]) for s in scenarios], f"{row.significant_losses} of {len(scenarios)}",
+             "n/a" if row.worst_scenario is None else f"{row.worst_scenario} ({row.worst_gain:+.4f})",
+             percent(row.mean_relative_improvement)] for row in transfer.rows]
+    model, protocol = split_reference(transfer.reference)
+    parts = [(f"Negative transfer: each model's mean test AUC minus that of {model} trained with the {protocol} "
+             f"protocol ({transfer.reference}), per scenario."),
+             marks_sentence(comparison, [row.gains for row in transfer.rows],
+                            f"{MARK} significant gain, {LOSS_MARK} significant loss,", "comparisons of this view"),
+             ("Mean relative improvement: the mean over scenarios of (AUC - AUC_ref) / AUC_ref, LibMTL's multi-task "
+             "measure (Lin & Zhang, JMLR 2023).")]
+    return Layout(header, rows, set(), " ".join(part for part in parts if part))
+
+
+def layouts(comparison: Comparison, by: str) -> list[Layout]:
+    """The table, then the negative-transfer view when the comparison has one."""
+    return [layout(comparison, by), *([transfer_layout(comparison)] if comparison.transfer else [])]
+
+
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}%"
 
@@ -392,18 +432,19 @@ def drawn(table: Layout, escape: Callable[[str], str], strong: Callable[[str], s
             for i, row in enumerate(table.rows)]
 
 
-def render_rich(comparison: Comparison, by: str = "model") -> Table:
-    """The whole table, as wide as it needs to be."""
-    table = layout(comparison, by)
-    return rich_table(table, natural_widths(table))
+def render_rich(comparison: Comparison, by: str = "model") -> Group:
+    """The whole table (and the transfer view), as wide as it needs to be."""
+    return Group(*[rich_table(table, natural_widths(table)) for table in layouts(comparison, by)])
 
 
 def fitted_tables(comparison: Comparison, by: str, width: int) -> list[Table]:
     """The comparison as tables no wider than `width` with every number whole (headers wrap at spaces): of
     the `by` orientation and the other one, the one that fits in the fewest blocks of columns, each block
-    repeating the row names and only the first carrying the caption."""
+    repeating the row names and only the first carrying the caption; then the transfer view's blocks."""
     other = next(orientation for orientation in ORIENTATIONS if orientation != by)
     blocks = min((column_blocks(layout(comparison, way), width) for way in (by, other)), key=len)
+    if comparison.transfer:
+        blocks += column_blocks(transfer_layout(comparison), width)
     return [rich_table(block, fitted_widths(block, width)) for block in blocks]
 
 
@@ -463,7 +504,10 @@ def columns_of(table: Layout, columns: list[int], caption: str) -> Layout:
 
 
 def to_markdown(comparison: Comparison, by: str = "model") -> str:
-    table = layout(comparison, by)
+    return "\n".join(map(markdown_table, layouts(comparison, by)))
+
+
+def markdown_table(table: Layout) -> str:
     lines = ["| " + " | ".join(map(markdown_escape, table.header)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(table.header) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in drawn(table, markdown_escape, lambda v: f"**{v}**")]
@@ -475,7 +519,10 @@ def markdown_escape(text: str) -> str:
 
 
 def to_latex(comparison: Comparison, by: str = "model") -> str:
-    table = layout(comparison, by)
+    return "\n".join(map(latex_table, layouts(comparison, by)))
+
+
+def latex_table(table: Layout) -> str:
     body = [" & ".join(row) + r" \\" for row in drawn(table, latex_escape, lambda v: f"\\textbf{{{v}}}")]
     return "\n".join([
         r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(table.caption)}}}",
@@ -488,12 +535,11 @@ def to_latex(comparison: Comparison, by: str = "model") -> str:
 def latex_escape(text: str) -> str:
     for char in "&%$#_":
         text = text.replace(char, "\\" + char)
-    return text.replace("±", "$\\pm$").replace(STALE_MARK, "$^\\ddagger$")
+    return text.replace("±", "$\\pm$").replace(STALE_MARK, "$^\\ddagger$").replace(LOSS_MARK, "$^\\dagger$")
 
 
 def to_html(comparison: Comparison, by: str = "model") -> str:
-    table = layout(comparison, by)
-    return html.page(title(comparison), [html.table(table.header, table.rows, table.bold, table.caption)])
+    return html.page(title(comparison), [html.table(t.header, t.rows, t.bold, t.caption) for t in layouts(comparison, by)])
 
 
 def title(comparison: Comparison) -> str:
@@ -512,21 +558,32 @@ TIDY_COLUMNS = {"model": pl.String, "seeds": pl.String, "parameters": pl.Int64, 
 def to_csv(comparison: Comparison, by: str = "model") -> str:
     """Tidy: one line per model, scope and metric, numbers unformatted (std: ddof = 1); on the AUC lines the
     test against the base (the difference of mean AUCs, its 95% interval, raw and adjusted p, the mark, the
-    per-seed DeLong p) and the bootstrap interval. The same in both orientations (pivot it either way)."""
+    per-seed DeLong p) and the bootstrap interval; then the transfer view's lines (metric `auc_gain_vs_REF` per
+    scenario with its test, and its summaries). The same in both orientations (pivot it either way)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(TIDY_COLUMNS)
+    described = {row.model: [row.model, " ".join(map(str, row.seeds)), row.parameters] for row in comparison.rows}
     for row in comparison.rows:
-        described = [row.model, " ".join(map(str, row.seeds)), row.parameters]
         for scope in comparison.scopes:
             auc = row.scope_auc(scope)
-            writer.writerow([*described, scope, "auc", auc.mean, auc.std, row.scope_rela_impr(scope),
+            writer.writerow([*described[row.model], scope, "auc", auc.mean, auc.std, row.scope_rela_impr(scope),
                              *tested_cells(row.significance.get(scope)), *(row.auc_interval.get(scope) or ["", ""])])
             for metric in (m for m in METRICS if m.name != "auc"):
                 if scope == OVERALL or metric.per_scenario:
                     cell = row.cell(metric.name, scope)
-                    writer.writerow([*described, scope, metric.name, cell.mean, cell.std,
+                    writer.writerow([*described[row.model], scope, metric.name, cell.mean, cell.std,
                                      *[""] * (len(TEST_COLUMNS) + 3)])
+    for row in comparison.transfer.rows if comparison.transfer else []:
+        versus = f"_vs_{comparison.transfer.reference}"
+        for scope, test in row.gains.items():
+            cells = tested_cells(test)
+            cells[list(TEST_COLUMNS).index("marks")] = gain_mark(test)
+            writer.writerow([*described[row.model], scope, "auc_gain" + versus, test.difference, "", "", *cells, "", ""])
+        for metric, scope, value in [("significant_losses", OVERALL, row.significant_losses),
+                                     ("worst_gain", row.worst_scenario, row.worst_gain),
+                                     ("mean_relative_improvement_percent", OVERALL, row.mean_relative_improvement)]:
+            writer.writerow([*described[row.model], scope, metric + versus, value, *[""] * (len(TEST_COLUMNS) + 4)])
     return buffer.getvalue()
 
 

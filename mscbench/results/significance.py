@@ -37,6 +37,7 @@ from mscbench.results.record import OVERALL, RunRecord
 ALPHA = 0.05  # a difference whose adjusted p is below this is marked
 BOOTSTRAP_ROUNDS = 1000  # resamples per bootstrap interval
 MARK = "*"  # significantly above the base
+LOSS_MARK = "†"  # significantly below the reference (the transfer view only)
 
 PredictionsOf = Callable[[RunRecord], dict[str, np.ndarray]]  # run record -> its stored test predictions
 
@@ -60,6 +61,11 @@ class Significance:
     def marks(self) -> str:
         """`*` where the model's mean AUC is above the base's and the corrected test says so."""
         return MARK if improves(self.difference, self.adjusted_p) else ""
+
+    @property
+    def loss(self) -> bool:
+        """Whether the model's mean AUC is significantly below the base's (corrected)."""
+        return improves(None if self.difference is None else -self.difference, self.adjusted_p)
 
 
 def improves(difference: float | None, p_value: float | None) -> bool:
