@@ -90,12 +90,12 @@ def test_individual_protocol_trains_one_model_per_scenario(data_dir, tmp_path):
 def test_finetune_protocol_tunes_each_scenario_from_the_joint_weights(data_dir, tmp_path):
     joint, finetuned, individual = (run(data_dir, tmp_path / protocol, "dnn", protocol=protocol, epochs=1)
                                     for protocol in ("joint", "finetune", "individual"))
-    scenarios = list(finetuned["metrics"]["scenarios"])
-    assert set(finetuned["training"]["best_epoch"]) == {"all", *scenarios}
-    assert finetuned["parameters"] == (len(scenarios) + 1) * joint["parameters"]  # the joint model is kept
+    scenarios = list(finetuned.metrics.scenarios)
+    assert set(finetuned.training.best_epoch) == {"all", *scenarios}
+    assert finetuned.parameters == (len(scenarios) + 1) * joint.parameters  # the joint model is kept
 
     def weights(record):
-        return torch.load(RunStore(tmp_path / record["protocol"] / "runs").path(record["run_id"]) / "model.pt",
+        return torch.load(RunStore(tmp_path / record.protocol / "runs").path(record.run_id) / "model.pt",
                           weights_only=True)
 
     start, tuned, fresh = weights(joint), weights(finetuned), weights(individual)
@@ -107,7 +107,7 @@ def test_finetune_protocol_tunes_each_scenario_from_the_joint_weights(data_dir, 
 
     for scenario in range(len(scenarios)):  # fine-tuning moves the joint weights a little, not from scratch
         assert 0 < distance(tuned, scenario) < distance(fresh, scenario) / 2
-    assert finetuned["metrics"]["overall"]["auc"] > 0.6
+    assert finetuned.metrics.overall.auc > 0.6
 
 
 def test_a_diverged_model_is_an_error_not_a_number(data_dir, tmp_path):
