@@ -28,6 +28,7 @@ from mscbench.config import load_recipe, split_overrides
 from mscbench.experiment.execution import get_or_run
 from mscbench.experiment.planning import plan_run
 from mscbench.experiment.recipes import run_recipe, stale_runs, with_options
+from mscbench.experiment.tune import OnTrial
 from mscbench.models.base import get_card
 from mscbench.results.record import RunRecord
 from mscbench.results.report import Comparison, compare_runs, label_rate, render, to_frame
@@ -57,8 +58,9 @@ def compare(models: str | Sequence[str] | None = None, dataset: str | None = Non
             settings: Mapping[str, Any] | None = None, bootstrap: bool = False, correction: str | None = None,
             transfer_base: str | None = None, rerun: bool = False,
             allow_stale: bool = False, data_dir: str | Path = "data", runs_dir: str | Path = "runs",
-            progress: Progress | None = None) -> Result:
+            progress: Progress | None = None, on_trial: OnTrial | None = None) -> Result:
     """Train (or reuse) every model for every seed and compare them against `base` (default: the first model).
+    A recipe with a `[tune]` table tunes every model first (`on_trial` is told of each finished trial).
 
     `models`: names (a comma-separated string too); `NAME@LABEL` is a variant of NAME, with its own settings
     (`settings={"dnn@wide.hidden": [256, 128]}`). `settings`: training settings for every model (`epochs`,
@@ -73,7 +75,7 @@ def compare(models: str | Sequence[str] | None = None, dataset: str | None = Non
                         settings=dict(settings or {}), correction=correction)
     comparison, records = run_recipe(spec, Path(data_dir), RunStore(Path(runs_dir)), progress, rerun, allow_stale,
                                      delong=True, bootstrap_rounds=BOOTSTRAP_ROUNDS if bootstrap else 0,
-                                     transfer_base=transfer_base)
+                                     transfer_base=transfer_base, on_trial=on_trial)
     return Result(comparison, records)
 
 

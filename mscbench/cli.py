@@ -38,6 +38,15 @@ from mscbench.data.prepare import list_prepared
 from mscbench.data.sources import default_raw_dir, get_source, prepare_source, source_states
 from mscbench.errors import UserError
 from mscbench.experiment.recipes import run_recipe
+from mscbench.experiment.tune import (
+    PRUNERS,
+    SAMPLERS,
+    TrialResult,
+    TuneResult,
+    model_space,
+    plan_study,
+    run_study,
+)
 from mscbench.files import write_atomic
 from mscbench.models.base import REGISTRY, ModelCard, describe_config, get_card
 from mscbench.results.plots import pyplot, write_report
@@ -60,6 +69,7 @@ from mscbench.results.report import (
     render,
 )
 from mscbench.results.store import RunStore, locate_run
+from mscbench.space import value_text
 
 app = typer.Typer(
     help="Benchmark multi-scenario recommenders: per-scenario AUC, RelaImpr and significance.",
@@ -286,6 +296,13 @@ def show_model(card: ModelCard) -> None:
     for setting in describe_model(card)["hyperparameters"]:
         table.add_row(setting["key"], str(setting["default"]), setting["meaning"])
     console.print(table)
+    console.print(re.sub(r"(?<!\n)\n(?!\n)", " ", inspect.getdoc(card.config)), highlight=False)  # paragraphs
+    space = Table(title="Search space (mscbench tune)", title_justify="left")
+    for column in ("key", "range"):
+        space.add_column(column)
+    for key, values in model_space(card.name).items():
+        space.add_row(key, values.text())
+    console.print(space)
 
 
 def field_comments(config: type) -> dict[str, str]:
@@ -382,13 +399,78 @@ def compare(
                              recipe=recipe, settings={**parse_overrides(settings or []), **chosen}, bootstrap=bootstrap,
                              correction=correction, transfer_base=transfer_base,
                              rerun=rerun, allow_stale=allow_stale, data_dir=data_dir, runs_dir=runs_dir,
-                             progress=progress)
+                             progress=progress, on_trial=print_trial)
     show(result.comparison, fmt, by, output)
     if plot is not None:
         store = RunStore(runs_dir)
         paths = write_report(result.comparison, result.runs, {r.run_id: store.history(r.run_id) for r in result.runs},
                              plot)
         console.print(f"wrote {len(paths)} files to {plot}: open {paths[-1]}")
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="Model name (see `mscbench models`).")],
+    dataset: Annotated[str, typer.Option(help="Prepared dataset, NAME or NAME/VARIANT.")] = "synthetic",
+    trials: Annotated[int | None, typer.Option(help="Trials in the study (finished ones count).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds of training in the study, summed over its "
+                                                       "trials (finished ones count).")] = None,
+    sampler: Annotated[str, typer.Option(help=f"{', '.join(SAMPLERS)}.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help=f"{', '.join(PRUNERS)}: stop poor trials on per-epoch "
+                                             "validation AUC.")] = "median",
+    storage: Annotated[str | None, typer.Option(help="Optuna storage: an RDB URL or journal:PATH, shared by "
+                                                     "processes and machines (default: RUNS_DIR/tuning.db).")]
+    = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: model, dataset and space).")] = None,
+    jobs: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="key=value fixes a setting; key={log = [a, b]} (or uniform, int, choice) sets its range.")]
+    = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    data_dir: DataDir = Path("data"),
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Tune a model's hyperparameters on validation AUC (the test split is never read); each trial is a
+    stored run, so a re-run or a longer study reuses finished trials and `compare` reads the best one.
+
+    Example: mscbench tune dnn --dataset synthetic --trials 8 --set 'lr={log = [1e-4, 1e-2]}'
+    """
+    if fmt not in ("table", "json"):
+        raise UserError(f"--format takes table or json, not {fmt!r}")
+    plan = plan_study(model, dataset, data_dir, runs_dir, parse_overrides(settings or []), trials, timeout,
+                      sampler, pruner, storage, study)
+    result = run_study(plan, jobs, on_trial=None if fmt == "json" else print_trial)
+    if fmt == "json":
+        console.print(result.to_json(), markup=False, highlight=False, soft_wrap=True)
+        return
+    console.print(best_table(result))
+
+
+def print_trial(trial: TrialResult) -> None:
+    """One line per finished trial (module level: worker processes print through it too)."""
+    value = "n/a" if trial.value is None else f"{trial.value:.4f}"
+    best = "n/a" if trial.best is None else f"{trial.best:.4f}"
+    colour = {"complete": "green", "pruned": "yellow"}.get(trial.state, "red")
+    settings = " ".join(f"{key}={value_text(v)}"
+                        for key, v in trial.settings.items())
+    console.print(f"{trial.model} trial {trial.number:>3} [{colour}]{trial.state:<8}[/] valid AUC {value}  best {best}  "
+                  f"{settings}", highlight=False)
+
+
+def best_table(result: TuneResult) -> Table:
+    trials = len(result.trials)
+    pruned = sum(t.state == "pruned" for t in result.trials)
+    table = Table(title=f"{result.model} on {result.dataset}: best of {trials} trials ({pruned} pruned) by "
+                        f"{result.objective}; study {result.study} in {result.storage}", title_justify="left")
+    for column in ("setting", "best value", "space"):
+        table.add_column(column)
+    if result.best is None:
+        table.add_row("(no complete trial)", "", "")
+        return table
+    for key, value in result.best.settings.items():
+        table.add_row(key, value_text(value), result.space[key])
+    table.add_row("valid AUC", f"{result.best.value:.4f}", f"trial {result.best.number}, run {result.best.run_id}")
+    return table
 
 
 @app.command()

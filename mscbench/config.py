@@ -18,6 +18,7 @@ import tomllib
 
 from mscbench.errors import UserError
 from mscbench.eval.significance import CORRECTIONS, DEFAULT_CORRECTION
+from mscbench.space import Choice, LogUniform, tunable
 
 
 class ConfigError(UserError):
@@ -29,9 +30,9 @@ class TrainConfig:
     """How a model is trained (the same for every model, so that comparisons are fair)."""
 
     epochs: int = 3  # passes over the training split (early stopping may end sooner)
-    batch_size: int = 512  # samples per optimiser step
-    lr: float = 1e-3  # Adam learning rate
-    weight_decay: float = 0.0  # L2 penalty in Adam (dense parameters and embeddings alike)
+    batch_size: int = tunable(512, Choice(128, 256, 512, 1024))  # samples per optimiser step
+    lr: float = tunable(1e-3, LogUniform(1e-4, 3e-2))  # Adam learning rate
+    weight_decay: float = tunable(0.0, Choice(0.0, 1e-6, 1e-5, 1e-4))  # L2 penalty in Adam (every parameter)
     patience: int = 1  # epochs without a better validation AUC before stopping
     seed: int = 0  # seeds parameters, shuffling and any sampling in the model
     protocol: Literal["joint", "individual", "finetune"] = "joint"  # one model, one per scenario, or joint + tuned
@@ -171,6 +172,38 @@ def split_experiment_overrides(overrides: dict[str, Any], models: typing.Sequenc
     return train_values, model_values
 
 
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """A recipe's `[tune]` table: every model of the recipe tuned with the same budget before comparing.
+
+    The spaces are each model's declared ones (`mscbench models NAME`); a table value in the recipe's
+    `[train]` or `[model.NAME]` (`lr = {log = [1e-4, 1e-2]}`) narrows or adds one, a plain value fixes it.
+    """
+
+    trials: int | None = None  # trials per model (with `seconds`, whichever ends first)
+    seconds: float | None = None  # training time per model, summed over its trials
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"  # stops poor trials on per-epoch validation AUC
+    space: Literal["declared", "recipe"] = "declared"  # "recipe": tune only the ranges the recipe gives
+
+    def __post_init__(self) -> None:
+        if self.trials is None and self.seconds is None:
+            raise ConfigError("[tune] needs a budget: trials = N or seconds = S (per model)")
+        if self.trials is not None and self.trials <= 0:
+            raise ConfigError(f"[tune] trials must be 1 or more, not {self.trials}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ConfigError(f"[tune] seconds must be more than 0, not {self.seconds}")
+
+
+def fixed(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings given one value (a table value is a search space, see `mscbench.space`)."""
+    return {key: value for key, value in values.items() if not isinstance(value, dict)}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """An experiment: models x seeds on one dataset, compared against a base model."""
@@ -182,6 +215,7 @@ class Recipe:
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig settings for every model
     model: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model hyperparameters
     prepare: dict[str, Any] = field(default_factory=dict)  # synthetic data: made first if missing (rows, ...)
+    tune: TuneSettings | None = None  # tune every model with one budget first, then compare the best settings
     description: str = ""
     correction: str = DEFAULT_CORRECTION  # how the table's significance marks are corrected: bh, holm or none
 
@@ -195,8 +229,15 @@ def load_recipe(path: Path) -> Recipe:
         raise ConfigError(f"recipe {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"recipe {path} is not valid TOML: {error}") from None
+    if isinstance(raw.get("tune"), dict):
+        raw["tune"] = build_config(TuneSettings, raw["tune"], owner=f"recipe {path} [tune]")
     recipe = build_config(Recipe, raw, owner=f"recipe {path}")
-    build_config(TrainConfig, recipe.train, owner=f"recipe {path} [train]")
+    build_config(TrainConfig, fixed(recipe.train), owner=f"recipe {path} [train]")
+    spaces = [key for values in (recipe.train, *recipe.model.values()) for key, value in values.items()
+              if isinstance(value, dict)]
+    if spaces and recipe.tune is None:
+        raise ConfigError(f"recipe {path}: {spaces[0]} is given a range: add a [tune] table to tune it, "
+                          "or give it one value")
     if recipe.base not in recipe.models:
         raise ConfigError(f"recipe {path}: base {recipe.base!r} is not among its models")
     if recipe.correction not in CORRECTIONS:

@@ -39,9 +39,18 @@ from mscbench.train.distributed import (
     rank,
     world_size,
 )
-from mscbench.train.trainer import FitResult, Prediction, choose_device, fit, predict, seed_everything
+from mscbench.train.trainer import (
+    EpochHook,
+    FitResult,
+    Prediction,
+    choose_device,
+    fit,
+    predict,
+    seed_everything,
+)
 
-MISSING, COMPLETE, STALE = "missing", "complete", "stale"  # a run's state in the store, against its plan
+# a run's state in the store, against its plan (trained: by tuning, weights stored, test split not yet read)
+MISSING, TRAINED, COMPLETE, STALE = "missing", "trained", "complete", "stale"
 
 
 def get_or_run(plan: PlannedRun, store: RunStore, progress: Progress | None = None, rerun: bool = False,
@@ -63,6 +72,9 @@ def get_or_run(plan: PlannedRun, store: RunStore, progress: Progress | None = No
             say(f"reusing {described}" + (", a stale run made by other code (--allow-stale)"
                                           if state == STALE else ""))
             return store.load(plan.run_id) if is_main_process() else None
+        if state == TRAINED:
+            say(f"evaluating {described}, trained while tuning")
+            return evaluate_trained(plan, store) if is_main_process() else None
         if state == STALE:
             say(f"retraining {described}: its stored run {plan.run_id} was made by other code "
                 "(--allow-stale keeps it)")
@@ -77,9 +89,68 @@ def ignore(message: str) -> None:
 
 
 def run_state(plan: PlannedRun, store: RunStore) -> str:
-    if not store.is_complete(plan.run_id):
-        return MISSING
-    return STALE if is_stale(store.load(plan.run_id), plan) else COMPLETE
+    if store.is_complete(plan.run_id):
+        return STALE if is_stale(store.load(plan.run_id), plan) else COMPLETE
+    if store.is_trained(plan.run_id):
+        return STALE if store.load_trained(plan.run_id)["code"] != plan.code else TRAINED
+    return MISSING
+
+
+def get_or_train(plan: PlannedRun, store: RunStore, on_epoch: EpochHook | None = None) -> dict:
+    """For tuning (joint protocol): the run's training record (curves, best validation AUC), training it when
+    the store has none made by the current code; the test split is not read. `on_epoch(epoch, valid_auc)`
+    follows each trained epoch (a pruner may stop the run there: it resumes from that epoch's checkpoint)."""
+    with store.lock(plan.run_id, ignore):
+        state = run_state(plan, store)
+        if state == COMPLETE:
+            return dataclasses.asdict(store.load(plan.run_id))
+        if state != TRAINED:
+            train_joint(plan, store, resume=state == MISSING, on_epoch=on_epoch)
+        return store.load_trained(plan.run_id)
+
+
+def train_joint(plan: PlannedRun, store: RunStore, resume: bool, on_epoch: EpochHook | None) -> None:
+    """Train on the training split with early stopping on the validation split and store the weights,
+    curves and training record, without reading the test split."""
+    directory = store.begin(plan.run_id, plan.resolved, resume=resume)
+    device = choose_device(plan.train.device)
+    splits = {split: load_split(plan.dataset_path, plan.manifest, split) for split in ("train", "valid")}
+    started = time.perf_counter()
+    model, fit_result = train_model(plan, splits, device, directory, CHECKPOINT_FILE, None, on_epoch=on_epoch)
+    trained = {
+        "run_id": plan.run_id, "model": plan.model, "seed": plan.train.seed, "protocol": plan.train.protocol,
+        "dataset": plan.resolved["dataset"], "config": plan.resolved, "code": plan.code,
+        "parameters": count_parameters(model),
+        "training": dataclasses.asdict(training_summary({"all": fit_result}, time.perf_counter() - started)),
+        "device": str(device), "environment": environment(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    history = [{**row, "scenario": "all"} for row in fit_result.history]
+    store.finish_training(plan.run_id, trained, history, model.state_dict())
+
+
+def evaluate_trained(plan: PlannedRun, store: RunStore) -> RunRecord:
+    """Complete a run tuning trained: predict the test split with its stored weights and evaluate it."""
+    device = choose_device(plan.train.device)
+    test = load_split(plan.dataset_path, plan.manifest, "test")
+    state = store.weights(plan.run_id)
+    model = build_model(plan.model, plan.manifest, dataclasses.asdict(plan.model_config))
+    model.load_state_dict(state)
+    model.to(device)
+    prediction = predict_test(plan, model, test, device)
+    metrics = evaluate_predictions(
+        test.label.numpy(), prediction.prob, test.scenario.numpy(), plan.manifest.scenario.names,
+        user=None if test.user is None else test.user.numpy(),
+        oracle=None if test.oracle is None else test.oracle,
+    )
+    trained = store.load_trained(plan.run_id)
+    record = RunRecord(**{**trained, "dataset": DatasetRef(**trained["dataset"]),
+                          "training": TrainingSummary(**trained["training"]), "metrics": metrics,
+                          "extras": prediction.extras})
+    predictions = {"prob": prediction.prob.astype(np.float32), "label": test.label.numpy(),
+                   "scenario": test.scenario.numpy()}
+    store.finish(record, store.history(plan.run_id), state, predictions)
+    return store.load(plan.run_id)
 
 
 def is_stale(record: RunRecord, plan: PlannedRun) -> bool:
@@ -130,8 +201,8 @@ def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None,
 
 
 def train_model(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, directory: Path | None,
-                checkpoint: str, progress: Progress | None, start: dict | None = None
-                ) -> tuple[torch.nn.Module, FitResult]:
+                checkpoint: str, progress: Progress | None, start: dict | None = None,
+                on_epoch: EpochHook | None = None) -> tuple[torch.nn.Module, FitResult]:
     """A model of the plan, fresh or from the weights `start`, trained on `splits` (data-parallel under
     torchrun, without a checkpoint)."""
     seed_everything(plan.train.seed)
@@ -142,10 +213,10 @@ def train_model(plan: PlannedRun, splits: dict[str, SplitData], device: torch.de
     if world_size() > 1:
         parallel = data_parallel(model, device, plan.train)
         result = fit(parallel, splits["train"], splits["valid"], plan.train, device, n, progress=progress,
-                     shard=(rank(), world_size()))
+                     shard=(rank(), world_size()), on_epoch=on_epoch)
     else:
         result = fit(model, splits["train"], splits["valid"], plan.train, device, n, directory / checkpoint,
-                     progress)
+                     progress, on_epoch=on_epoch)
     return model, result
 
 

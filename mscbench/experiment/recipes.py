@@ -16,6 +16,7 @@ from mscbench.data.sources.synthetic import SyntheticParams
 from mscbench.errors import UserError
 from mscbench.experiment.execution import get_or_run, is_stale
 from mscbench.experiment.planning import PlannedRun, plan_run
+from mscbench.experiment.tune import OnTrial, TunedRecipe, tune_models
 from mscbench.results.record import RunRecord
 from mscbench.results.report import Comparison, compare_runs, label_rate
 from mscbench.results.significance import check_correction
@@ -67,11 +68,22 @@ def recipe_dataset(recipe: Recipe, data_dir: Path) -> str:
     return f"{result.manifest.name}/{result.manifest.variant}"
 
 
-def plan_recipe(recipe: Recipe, data_dir: Path) -> list[PlannedRun]:
-    """Every model x seed of the recipe, each name and setting checked before anything trains."""
+def tune_recipe(recipe: Recipe, data_dir: Path, runs_dir: Path, on_trial: OnTrial | None = None) -> TunedRecipe | None:
+    """With a `[tune]` table, every model of the recipe tuned with its budget (finished studies and runs are
+    reused); None for a recipe compared at its settings."""
+    if recipe.tune is None:
+        return None
+    registered = {model: registry_name(model) for model in recipe.models}
+    return tune_models(recipe, registered, recipe_dataset(recipe, data_dir), data_dir, runs_dir, on_trial=on_trial)
+
+
+def plan_recipe(recipe: Recipe, data_dir: Path, tuned: TunedRecipe | None = None) -> list[PlannedRun]:
+    """Every model x seed of the recipe (at its tuned setting, given `tuned`), each name and setting checked
+    before anything trains."""
     dataset = recipe_dataset(recipe, data_dir)
-    return [plan_run(dataset, registry_name(model), data_dir, recipe.model.get(model, {}),
-                     {**recipe.train, "seed": seed})
+    settings = tuned.settings if tuned else {model: (recipe.model.get(model, {}), recipe.train)
+                                             for model in recipe.models}
+    return [plan_run(dataset, registry_name(model), data_dir, settings[model][0], {**settings[model][1], "seed": seed})
             for model in recipe.models for seed in recipe.seeds]
 
 
@@ -113,12 +125,15 @@ def stale_runs(plans: list[PlannedRun], records: list[RunRecord]) -> set[str]:
 
 def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progress | None = None,
                rerun: bool = False, allow_stale: bool = False, delong: bool = False,
-               bootstrap_rounds: int = 0, transfer_base: str | None = None) -> tuple[Comparison, list[RunRecord]]:
+               bootstrap_rounds: int = 0, transfer_base: str | None = None,
+               on_trial: OnTrial | None = None) -> tuple[Comparison, list[RunRecord]]:
     """The recipe's comparison and its runs (under the recipe's names). The test over seeds behind the marks
     needs only the runs; `delong` adds the test set's DeLong variance to it (and the per-seed DeLong test) from
     the stored test predictions, `bootstrap_rounds` intervals. `transfer_base` (MODEL[:PROTOCOL]) trains or
-    reuses that reference too, for the negative-transfer view."""
-    plans = plan_recipe(recipe, data_dir)
+    reuses that reference too, for the negative-transfer view. With a `[tune]` table every model is tuned
+    first (`on_trial` is told of each finished trial)."""
+    tuned = tune_recipe(recipe, data_dir, store.root, on_trial)
+    plans = plan_recipe(recipe, data_dir, tuned)
     reference = reference_recipe(recipe, transfer_base) if transfer_base else None
     reference_plans = plan_recipe(reference, data_dir) if reference else []
     records = run_plans(plans + reference_plans, store, progress, rerun, allow_stale)
@@ -130,4 +145,4 @@ def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progre
                               progress=progress,
                               transfer_base=f"{reference.base}:{reference.train['protocol']}" if reference else None,
                               transfer_runs=reference_records)
-    return comparison, records
+    return dataclasses.replace(comparison, tuning=tuned.protocol if tuned else {}), records

@@ -21,6 +21,7 @@ from mscbench.models.base import ModelOutput, register
 from mscbench.models.blocks.embedding import FeatureEmbedding
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import MLP_WIDTHS_2, IntRange, tunable
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class DCNConfig(EmbeddingSettings):
     """Hyperparameters of `dcn` (defaults: SAML's public setting and its 3 cross layers)."""
 
     embedding_dim: int = 12  # width of every field embedding
-    cross_layers: int = 3  # number of cross layers L
-    hidden: tuple[int, ...] = (128, 64)  # deep MLP layer widths
+    cross_layers: int = tunable(3, IntRange(1, 4))  # number of cross layers L
+    hidden: tuple[int, ...] = tunable((128, 64), MLP_WIDTHS_2)  # deep MLP layer widths
     dropout: float = 0.0  # dropout after each hidden layer
 
 

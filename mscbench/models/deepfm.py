@@ -20,6 +20,7 @@ from mscbench.models.base import ModelOutput, register
 from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbedding, dense_linear
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import MLP_WIDTHS_2, tunable
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class DeepFMConfig(EmbeddingSettings):
     """Hyperparameters of `deepfm` (defaults: SAML's public setting; the paper: 10-dim, 400-400-400)."""
 
     embedding_dim: int = 12  # width of the field embeddings shared by the FM and the MLP
-    hidden: tuple[int, ...] = (128, 64)  # MLP layer widths
+    hidden: tuple[int, ...] = tunable((128, 64), MLP_WIDTHS_2)  # MLP layer widths
     dropout: float = 0.0  # dropout after each hidden layer
     dense_in_fm: bool = True  # dense values also enter the FM as fields v_d · z_d (else only the MLP)
 

@@ -17,6 +17,7 @@ from mscbench.models.base import ModelOutput, register
 from mscbench.models.blocks.embedding import FeatureEmbedding
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import MLP_WIDTHS_3, tunable
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class DNNConfig(EmbeddingSettings):
     """Hyperparameters of `dnn` (defaults: MI-DPG's setting)."""
 
     embedding_dim: int = 16  # width of every field embedding
-    hidden: tuple[int, ...] = (128, 64, 32)  # MLP layer widths
+    hidden: tuple[int, ...] = tunable((128, 64, 32), MLP_WIDTHS_3)  # MLP layer widths
     dropout: float = 0.0  # dropout after each hidden layer
 
 

@@ -38,6 +38,7 @@ from mscbench.models.base import ModelOutput, register, register_variant
 from mscbench.models.blocks.embedding import FeatureEmbedding
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import LogUniform, tunable
 
 MIR_MAX_PER_LAYER = 1024  # a non-decomposed M_l is average-pooled to at most this many values for T
 
@@ -58,7 +59,7 @@ class MIDPGConfig(EmbeddingSettings):
     generator_hidden: tuple[int, ...] = (64,)  # g_l, the light auxiliary network per layer
     detach_layer_input: bool = False  # feed sg(h_l) to g_l
     dwm_output_layer: bool = False  # also re-weight the output layer
-    beta: float = 0.1  # β of eq. 8, weight of L_MIR (value lost); 0 = DPG
+    beta: float = tunable(0.1, LogUniform(0.01, 1.0))  # β of eq. 8, weight of L_MIR (value lost); 0 = DPG
     mir_target: Literal["factors", "full_matrix"] = "factors"  # m: the generated factors, or σ(U V) / M
     discriminator_hidden: tuple[int, ...] = (64, 32)  # T, the light discriminator
 

@@ -24,6 +24,7 @@ from mscbench.models.blocks.embedding import FeatureEmbedding
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.blocks.routing import route_by_scenario
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import MLP_WIDTHS_2, IntRange, tunable
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class MMoEConfig(EmbeddingSettings):
     """Hyperparameters of `mmoe` (defaults: SAML's public setting)."""
 
     embedding_dim: int = 12  # width of every field embedding (SAML d_g)
-    num_experts: int = 4  # E (not stated by SAML; Scenario-Wise-Rec uses one per scenario)
-    expert: tuple[int, ...] = (128, 64)  # expert MLP widths (SAML: two-layer MLPs 128-64)
+    num_experts: int = tunable(4, IntRange(2, 8))  # E (not stated by SAML; Scenario-Wise-Rec uses one per scenario)
+    expert: tuple[int, ...] = tunable((128, 64), MLP_WIDTHS_2)  # expert MLP widths (SAML: two-layer MLPs 128-64)
     tower: tuple[int, ...] = ()  # per-scenario tower widths before its output unit (SAML's: Linear(64 -> 1))
     dropout: float = 0.0  # dropout after each hidden layer
 

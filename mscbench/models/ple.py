@@ -29,6 +29,7 @@ from mscbench.models.blocks.embedding import FeatureEmbedding
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.blocks.routing import route_by_scenario
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import IntRange, tunable
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class PLEConfig(EmbeddingSettings):
 
     embedding_dim: int = 16  # width of every field embedding
     levels: int = 1  # Q extraction levels (1 = one CGC layer)
-    specific_experts: int = 2  # m_s experts per scenario and level
-    shared_experts: int = 1  # m_c shared experts per level
+    specific_experts: int = tunable(2, IntRange(1, 4))  # m_s experts per scenario and level
+    shared_experts: int = tunable(1, IntRange(1, 4))  # m_c shared experts per level
     expert: tuple[int, ...] = (128, 64, 32)  # expert MLP widths
     tower: tuple[int, ...] = (16,)  # per-scenario tower widths before its output unit
     dropout: float = 0.0  # dropout after each hidden layer

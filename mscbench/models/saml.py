@@ -56,13 +56,18 @@ from mscbench.models.blocks.sequence import (
     with_target_mask,
 )
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import MLP_WIDTHS_2, LogUniform, tunable
 
 COSINE_EPS = 1e-8  # keeps the cosine of an all-zero ReLU output finite (and its gradient)
 
 
 @dataclass(frozen=True)
 class SAMLConfig(EmbeddingSettings):
-    """Hyperparameters of `saml` (defaults: the paper's public setting, docs/models.md#saml)."""
+    """Hyperparameters of `saml` (defaults: the paper's public setting, docs/models.md#saml).
+
+    The paper trains with Adam at lr 5e-4 and batch 128: recipes/saml_public.toml applies that setting;
+    `train` and `compare` without it use mscbench's training defaults (lr 1e-3, batch 512) like every model.
+    """
 
     global_dim: int = 12  # d_g, global embedding width (industrial: 8)
     scenario_dim: int = 4  # d_s, scenario-specific embedding width (industrial: 2)
@@ -71,8 +76,8 @@ class SAMLConfig(EmbeddingSettings):
     seq_pooling: Literal["flatten", "target", "mean"] = "flatten"  # how the L+1 outputs are pooled
     scenario_attention_params: Literal["per_scenario", "shared"] = "per_scenario"  # W^{Q,K}_{s,t} per t?
     tie_values: bool = True  # scenario attention uses the global W^V (reader's note); False: its own
-    hidden: tuple[int, ...] = (128, 64)  # widths of the auxiliary network and of each branch
-    lambda_aux: float = 1.0  # λ_a, weight of the auxiliary loss (paper gives none)
+    hidden: tuple[int, ...] = tunable((128, 64), MLP_WIDTHS_2)  # widths of the auxiliary network and of each branch
+    lambda_aux: float = tunable(1.0, LogUniform(0.1, 10.0))  # λ_a, weight of the auxiliary loss (paper gives none)
     aux_detach_into_branches: bool = False  # stop-gradient on h_a^l where the branches read it
     output_reads_aux: bool = True  # the branch output layer also reads h_a^K (eq. 4's pattern)
     predict_with_aux: bool = False  # add the auxiliary logit to the prediction (STAR-style)

@@ -17,6 +17,7 @@ from mscbench.models.blocks.embedding import FeatureEmbedding
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.blocks.routing import route_by_scenario
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import Choice, tunable
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,8 @@ class SharedBottomConfig(EmbeddingSettings):
     """Hyperparameters of `shared_bottom`."""
 
     embedding_dim: int = 16  # width of every field embedding
-    bottom: tuple[int, ...] = (128,)  # shared MLP widths
-    tower: tuple[int, ...] = (64,)  # per-scenario tower widths (then one output unit)
+    bottom: tuple[int, ...] = tunable((128,), Choice((64,), (128,), (256, 128)))  # shared MLP widths
+    tower: tuple[int, ...] = tunable((64,), Choice((32,), (64,)))  # per-scenario tower widths (then one output unit)
     dropout: float = 0.0  # dropout after each hidden layer
 
 

@@ -29,6 +29,7 @@ from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbeddin
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.blocks.routing import PartitionedNorm, StarLinear, route_by_scenario
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import MLP_WIDTHS_3, tunable
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class STARConfig(EmbeddingSettings):
     """Hyperparameters of `star` (defaults: MI-DPG's backbone; auxiliary width [64], docs/models.md#star)."""
 
     embedding_dim: int = 16  # width of every field embedding and of the scenario embedding e_t
-    hidden: tuple[int, ...] = (128, 64, 32)  # star FCN hidden widths (then one output unit, also star)
+    hidden: tuple[int, ...] = tunable((128, 64, 32), MLP_WIDTHS_3)  # star FCN hidden widths (then one output unit, also star)
     auxiliary: tuple[int, ...] = (64,)  # auxiliary network hidden widths (then one output unit)
     norm_momentum: float = 0.1  # weight of the batch in PN's running statistics (PyTorch BatchNorm's)
     dropout: float = 0.0  # dropout after each hidden layer of both networks

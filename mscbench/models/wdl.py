@@ -19,6 +19,7 @@ from mscbench.models.base import ModelOutput, register
 from mscbench.models.blocks.embedding import FeatureEmbedding, FeatureLinear
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.cel import EmbeddingSettings
+from mscbench.space import MLP_WIDTHS_2, tunable
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class WideDeepConfig(EmbeddingSettings):
     """Hyperparameters of `wdl` (defaults: SAML's public setting; the paper: 32-dim, 1024-512-256)."""
 
     embedding_dim: int = 12  # width of every deep-part field embedding
-    hidden: tuple[int, ...] = (128, 64)  # deep MLP layer widths
+    hidden: tuple[int, ...] = tunable((128, 64), MLP_WIDTHS_2)  # deep MLP layer widths
     dropout: float = 0.0  # dropout after each hidden layer
 
 

@@ -52,9 +52,9 @@ class Change:
 
 def recipe_identity(recipe: Recipe, path: Path) -> dict:
     """The recipe's name and a hash of every setting that changes its AUCs (its description and the correction of
-    its marks do not)."""
+    its marks do not, nor an option it leaves unset, such as [tune])."""
     settings = {key: value for key, value in dataclasses.asdict(recipe).items()
-                if key not in ("description", "correction")}
+                if key not in ("description", "correction") and value is not None}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return {"name": Path(path).stem, "hash": digest}
 

@@ -16,6 +16,7 @@ import io
 import json
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -125,6 +126,7 @@ class Comparison:
     test_set_variance: bool = False  # whether the marks' test added DeLong's variance (stored predictions)
     leaders: dict[str, list[str]] = field(default_factory=dict)  # column key -> the models shown in bold
     transfer: Transfer | None = None  # every model against a reference per scenario (--transfer-base)
+    tuning: dict[str, Any] = field(default_factory=dict)  # how each model's setting was chosen; empty: default settings
 
     @property
     def scopes(self) -> list[str]:
@@ -335,7 +337,7 @@ def caption(comparison: Comparison, bold_in: str, note: str = "") -> str:
     base = comparison.base
     dataset = comparison.dataset.label
     parts = [(f"Test AUC on {dataset} (mean ± sample std over {seeds} seed(s)); RelaImpr against {base} from mean "
-              f"AUCs.{note}"), *label_shift(comparison)]
+              f"AUCs.{note}"), protocol(comparison), *label_shift(comparison)]
     correction = CORRECTIONS[comparison.correction]
     parts.append(marks_sentence(comparison, [row.significance for row in comparison.rows],
                                 f"{MARK} mean AUC above {base}", f"comparisons of the table with {base}"))
@@ -414,6 +416,16 @@ def transfer_layout(comparison: Comparison) -> Layout:
 def layouts(comparison: Comparison, by: str) -> list[Layout]:
     """The table, then the negative-transfer view when the comparison has one."""
     return [layout(comparison, by), *([transfer_layout(comparison)] if comparison.transfer else [])]
+
+
+def protocol(comparison: Comparison) -> str:
+    """How the settings compared were chosen: tuned with one budget per model, or the defaults."""
+    tuning = comparison.tuning
+    if not tuning:
+        return "Default settings (untuned)."
+    return (f"Each model tuned with the same budget ({tuning['budget']} per model, {tuning['sampler']} sampler, "
+            f"{tuning['pruner']} pruner) on its {tuning['objective']}, the test split untouched while tuning; "
+            "each model's best setting then trained with every seed.")
 
 
 def percent(value: float | None) -> str:

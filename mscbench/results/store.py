@@ -22,6 +22,7 @@ from mscbench.results.record import RunRecord
 
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE = "config.toml", "metrics.json", "history.jsonl"
 MODEL_FILE, PREDICTIONS_FILE, CHECKPOINT_FILE = "model.pt", "predictions.npz", "checkpoint.pt"
+TRAINED_FILE = "trained.json"  # a run tuning trained but did not evaluate: its record without test metrics
 
 
 class RunStore:
@@ -67,6 +68,29 @@ class RunStore:
         np.savez_compressed(directory / PREDICTIONS_FILE, **predictions)
         write_atomic(directory / METRICS_FILE, record.to_json())
         (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+        (directory / TRAINED_FILE).unlink(missing_ok=True)
+
+    def finish_training(self, run_id: str, trained: dict, history: list[dict], model_state: dict) -> None:
+        """Store a run trained without reading its test split: curves, weights, then its training record."""
+        directory = self.path(run_id)
+        write_atomic(directory / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history))
+        torch.save(model_state, directory / MODEL_FILE)
+        write_atomic(directory / TRAINED_FILE, json.dumps(trained, indent=2))
+        (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+    def is_trained(self, run_id: str) -> bool:
+        return (self.path(run_id) / TRAINED_FILE).exists()
+
+    def load_trained(self, run_id: str) -> dict:
+        """The training record of a run stored by `finish_training` (the run record without test metrics)."""
+        path = self.path(run_id) / TRAINED_FILE
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"{path} is corrupt ({error}): delete the run directory to retrain it") from None
+
+    def weights(self, run_id: str) -> dict:
+        return torch.load(self.path(run_id) / MODEL_FILE, weights_only=True, map_location="cpu")
 
     def load(self, run_id: str) -> RunRecord:
         path = self.path(run_id) / METRICS_FILE

@@ -9,6 +9,7 @@ import pickle
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class TrainingDiverged(UserError):
 class Prediction:
     prob: np.ndarray  # [N] click probability per row, in the split's row order
     extras: dict[str, list] = field(default_factory=dict)  # model extras averaged per scenario: key -> [N_s, ...]
+
+
+EpochHook = Callable[[int, float | None], None]  # (epoch, validation AUC) after each epoch, e.g. for pruning
 
 
 @dataclass
@@ -205,12 +209,13 @@ def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.de
 
 def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfig, device: torch.device,
         num_scenarios: int, checkpoint: Path | None = None, progress: Progress | None = None,
-        shard: tuple[int, int] = (0, 1)) -> FitResult:
+        shard: tuple[int, int] = (0, 1), on_epoch: EpochHook | None = None) -> FitResult:
     """Train `model` in place, keep the weights of the best validation epoch, and return the curves.
 
     If `checkpoint` exists, training resumes after its last completed epoch with the same RNG state,
     so an interrupted run ends with the same numbers as an uninterrupted one. `shard` = (rank, world size)
-    trains on this process's share of every batch (`train_epoch`).
+    trains on this process's share of every batch (`train_epoch`). `on_epoch` is called after each epoch
+    (once its checkpoint is written, so a hook that stops training leaves a run that resumes).
     """
     check_amp(config, device)
     configure_threads(config)
@@ -254,6 +259,8 @@ def fit(model: nn.Module, train: SplitData, valid: SplitData, config: TrainConfi
         state["epoch"] = epoch
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer, state)
+        if on_epoch is not None:
+            on_epoch(epoch, valid_auc)
     model.load_state_dict(state["best_model"])
     return FitResult(state["best_epoch"], state["best_valid_auc"], state["history"], state["train_seconds"],
                      state["trained_samples"] / max(state["train_seconds"], 1e-9), state["compile_seconds"])

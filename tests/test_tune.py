@@ -1,0 +1,183 @@
+"""Tuning: search spaces checked before any trial, trials as stored runs scored on validation only, studies
+that resume and that several processes share."""
+
+import json
+import re
+import shutil
+
+import optuna
+import pytest
+from rich.console import Console
+
+from mscbench import cli as cli_module
+from mscbench.cli import main
+from mscbench.data.prepare import prepare_synthetic
+from mscbench.errors import UserError
+from mscbench.experiment.tune import load_study, model_space, open_storage, plan_study, run_study
+from mscbench.results.store import RunStore
+from mscbench.space import Choice, IntRange, LogUniform, SpaceError, Uniform, parse_space
+
+FAST = {"epochs": 1, "threads": 1, "batch_size": 512}  # fixed: each trial is one short epoch
+SPACE = {"lr": {"log": [1e-3, 3e-2]}, "hidden": {"choice": [[16], [32, 16]]}}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tune-data")
+    prepare_synthetic(directory, rows=4000, seed=0)
+    return directory
+
+
+def study(data_dir, runs_dir, trials=2, **options):
+    return plan_study("dnn", "synthetic", data_dir, runs_dir, {**FAST, **SPACE}, trials=trials,
+                      replace_space=True, **options)
+
+
+def test_spaces_are_declared_with_the_settings():
+    dnn = model_space("dnn")
+    assert dnn["lr"] == LogUniform(1e-4, 3e-2)  # the shared training space
+    assert dnn["embedding_dim"] == Choice(8, 16, 32) and dnn["dropout"] == Uniform(0.0, 0.5)  # where it exists
+    assert dnn["hidden"] == Choice((64, 32), (128, 64, 32), (256, 128, 64))  # DNNConfig's own field
+    assert model_space("mmoe")["num_experts"] == IntRange(2, 8)
+    assert set(model_space("lr")) == {"batch_size", "lr", "weight_decay"}  # LR has no hyperparameter of its own
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"lrr": {"log": [1e-4, 1e-2]}}, "no setting 'lrr' (did you mean 'lr'?)"),
+    ({"lr": {"log": [0, 1e-2]}}, "log range needs 0 < low < high"),
+    ({"dropout": {"uniform": [0.5, 0.1]}}, "uniform range needs low < high"),
+    ({"hidden": {"choice": [[16], ["wide"]]}}, "hidden must be an integer"),
+    ({"embedding_dim": {"uniform": [4, 32]}}, "embedding_dim must be an integer"),
+    ({"lr": {"normal": [0, 1]}}, "the kinds are log, uniform, int and choice"),
+    ({"lr": {"log": [1e-3]}}, "takes two numbers"),
+])
+def test_a_bad_space_is_one_error_before_any_trial(entries, message, tiny_data, tmp_path):
+    with pytest.raises(UserError, match=re.escape(message)):
+        plan_study("dnn", "synthetic", tiny_data, tmp_path / "runs", entries, trials=2)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_recipe_syntax_gives_ranges_and_fixed_values():
+    assert parse_space("lr", {"log": [1e-4, 1e-2]}, "x") == LogUniform(1e-4, 1e-2)
+    assert parse_space("hidden", {"choice": [[64], [128, 64]]}, "x") == Choice((64,), (128, 64))
+    assert parse_space("num_experts", {"int": [2, 6]}, "x") == IntRange(2, 6)
+    assert parse_space("lr", 0.01, "x") == 0.01
+    with pytest.raises(SpaceError, match="takes two integers"):
+        parse_space("num_experts", {"int": [2, 6.5]}, "x")
+
+
+def test_a_study_trains_each_trial_once_and_a_rerun_trains_nothing(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    result = run_study(study(tiny_data, runs))
+    assert [t.state for t in result.trials] == ["complete", "complete"]
+    assert result.best.value == max(t.value for t in result.trials) > 0.5
+    store = RunStore(runs)
+    for trial in result.trials:
+        assert store.is_trained(trial.run_id) and not store.is_complete(trial.run_id)  # no test metrics
+        assert trial.value == store.load_trained(trial.run_id)["training"]["best_valid_auc"]["all"]
+        assert set(trial.settings) == {"lr", "hidden"}
+    stamps = {t.run_id: (runs / t.run_id / "model.pt").stat().st_mtime_ns for t in result.trials}
+    again = run_study(study(tiny_data, runs))
+    assert again.trials == result.trials  # the study was complete: nothing asked, nothing trained
+    longer = run_study(study(tiny_data, runs, trials=3))
+    assert longer.trials[:2] == result.trials and len(longer.trials) == 3
+    assert {t.run_id: (runs / t.run_id / "model.pt").stat().st_mtime_ns for t in result.trials} == stamps
+
+
+def test_the_test_split_is_never_read(tiny_data, tmp_path):
+    """With the test split gone, every trial value and the choice are the same as with it."""
+    poisoned = tmp_path / "data"
+    shutil.copytree(tiny_data, poisoned)
+    for test_file in poisoned.glob("synthetic/*/test.parquet"):
+        test_file.write_bytes(b"not a parquet file")
+    intact = run_study(study(tiny_data, tmp_path / "intact"))
+    without_test = run_study(study(poisoned, tmp_path / "poisoned"))
+    assert [(t.value, t.settings) for t in without_test.trials] == [(t.value, t.settings) for t in intact.trials]
+    assert without_test.best.settings == intact.best.settings
+
+
+def test_an_interrupted_trial_is_run_again_and_the_study_completes(tiny_data, tmp_path):
+    plan = study(tiny_data, tmp_path / "runs", trials=2)
+    left = load_study(plan, open_storage(plan.storage))
+    killed = left.ask({"lr": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)})
+    killed.set_user_attr("worker", f"{__import__('socket').gethostname()}:{2**22 + 7}")  # no such process
+    result = run_study(plan)
+    assert len(result.trials) == 2 and all(t.state == "complete" for t in result.trials)
+    assert optuna.trial.TrialState.FAIL in {t.state for t in left.get_trials()}  # the killed one, not counted
+    assert result.trials[0].settings["lr"] == killed.params["lr"]  # queued again with its setting
+
+
+def test_two_workers_share_the_budget(tiny_data, tmp_path):
+    plan = study(tiny_data, tmp_path / "runs", trials=3, storage=f"journal:{tmp_path / 'study.log'}")
+    result = run_study(plan, jobs=2)
+    assert sorted(t.number for t in result.trials) == [0, 1, 2]
+    assert len({t.run_id for t in result.trials}) == 3  # no setting trained twice
+    assert len(load_study(plan, open_storage(plan.storage)).get_trials()) == 3  # none asked beyond the budget
+
+
+@pytest.fixture
+def wide_console(monkeypatch):
+    monkeypatch.setattr(cli_module, "console", Console(width=250))
+
+
+def test_tune_command_prints_trials_and_the_best_setting(tiny_data, tmp_path, capsys, wide_console):
+    args = ["tune", "dnn", "--trials", "2", "--data-dir", str(tiny_data), "--runs-dir", str(tmp_path / "runs"),
+            "--set", "epochs=1", "--set", "threads=1", "--set", "lr={log = [1e-3, 1e-2]}", "--sampler", "random"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("complete") == 2 and "best validation AUC" in out and "log-uniform [0.001, 0.01]" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tune", "dnm", "--trials", "2"], "unknown model 'dnm' (did you mean 'dnn'?)"),
+    (["tune", "dnn", "--trials", "0"], "--trials must be 1 or more"),
+    (["tune", "dnn", "--trials", "2", "--set", "lrr={log = [1e-4, 1e-2]}"], "no setting 'lrr'"),
+    (["tune", "dnn", "--trials", "2", "--sampler", "grid"], "--sampler grid needs a choice for lr"),
+    (["tune", "dnn", "--trials", "2", "--storage", "journal:/no/such/dir/study.log"], "cannot open the study"),
+    (["tune", "dnn", "--trials", "2", "--storage", "postgresql://nobody@127.0.0.1:9/none"], "cannot open the study"),
+])
+def test_bad_tune_input_is_one_line_and_nothing_is_written(args, message, tiny_data, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main([*args, "--data-dir", str(tiny_data), "--runs-dir", str(runs)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not list(runs.glob("*/config.toml"))  # no run begun
+
+
+def test_a_tuned_recipe_compares_each_models_best_setting(tmp_path, capsys, wide_console):
+    recipe = tmp_path / "fair.toml"
+    recipe.write_text("""
+dataset = "synthetic"
+models = ["dnn", "lr"]
+base = "dnn"
+seeds = [0, 1]
+[prepare]
+rows = 4000
+[train]
+epochs = 1
+threads = 1
+lr = {log = [1e-3, 3e-2]}
+[model.dnn]
+hidden = {choice = [[16], [32]]}
+[tune]
+trials = 2
+sampler = "random"
+space = "recipe"
+""")
+    runs, exported = tmp_path / "runs", tmp_path / "fair.json"
+    args = ["compare", "--recipe", str(recipe), "--data-dir", str(tmp_path / "data"), "--runs-dir", str(runs)]
+    assert main([*args, "--format", "json", "--output", str(exported)]) == 0
+    assert capsys.readouterr().out.count(" trial ") == 4  # 2 models x 2 trials, one line each
+    tuning = json.loads(exported.read_text())["tuning"]
+    assert tuning["budget"] == "2 trials" and tuning["sampler"] == "random"
+    assert set(tuning["settings"]["dnn"]) == {"lr", "hidden"} and set(tuning["settings"]["lr"]) == {"lr"}
+    assert tuning["spaces"]["dnn"] == {"lr": "log-uniform [0.001, 0.03]", "hidden": "one of [16], [32]"}
+    for model in ("dnn", "lr"):  # the best trial's run is the comparison's seed-0 run, evaluated, not retrained
+        study = optuna.load_study(study_name=tuning["studies"][model], storage=f"sqlite:///{runs / 'tuning.db'}")
+        best = study.best_trial.user_attrs["run_id"]
+        assert RunStore(runs).is_complete(best) and f"-{model}-seed0-" in best
+    assert main([*args, "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert " trial " not in out and "training" not in out  # studies complete, runs stored: nothing trained
+    assert "Each model tuned with the same budget (2 trials per model, random sampler" in out
+    assert "the test split untouched while tuning" in out
