@@ -3,7 +3,6 @@ that resume and that several processes share."""
 
 import json
 import re
-import shutil
 
 import optuna
 import pytest
@@ -13,6 +12,7 @@ from mscbench import cli as cli_module
 from mscbench.cli import main
 from mscbench.data.prepare import prepare_synthetic
 from mscbench.errors import UserError
+from mscbench.experiment import execution
 from mscbench.experiment.tune import load_study, model_space, open_storage, plan_study, run_study
 from mscbench.results.store import RunStore
 from mscbench.space import Choice, IntRange, LogUniform, SpaceError, Uniform, parse_space
@@ -84,14 +84,17 @@ def test_a_study_trains_each_trial_once_and_a_rerun_trains_nothing(tiny_data, tm
     assert {t.run_id: (runs / t.run_id / "model.pt").stat().st_mtime_ns for t in result.trials} == stamps
 
 
-def test_the_test_split_is_never_read(tiny_data, tmp_path):
-    """With the test split gone, every trial value and the choice are the same as with it."""
-    poisoned = tmp_path / "data"
-    shutil.copytree(tiny_data, poisoned)
-    for test_file in poisoned.glob("synthetic/*/test.parquet"):
-        test_file.write_bytes(b"not a parquet file")
+def test_the_test_split_is_never_read(tiny_data, tmp_path, monkeypatch):
+    """With the test split unreadable, every trial value and the choice are the same as with it."""
     intact = run_study(study(tiny_data, tmp_path / "intact"))
-    without_test = run_study(study(poisoned, tmp_path / "poisoned"))
+    read = execution.load_split
+
+    def no_test_split(path, manifest, split):
+        assert split != "test", "tuning read the test split"
+        return read(path, manifest, split)
+
+    monkeypatch.setattr(execution, "load_split", no_test_split)
+    without_test = run_study(study(tiny_data, tmp_path / "poisoned"))
     assert [(t.value, t.settings) for t in without_test.trials] == [(t.value, t.settings) for t in intact.trials]
     assert without_test.best.settings == intact.best.settings
 
