@@ -128,7 +128,8 @@ def datasets(data_dir: DataDir = Path("data")) -> None:
     console.print(sources)
     table = Table(title=f"Prepared datasets in {data_dir}", title_justify="left")
     for column in ("dataset", "scenarios", "train rows", "valid rows", "test rows", "path"):
-        table.add_column(column, justify="right" if "rows" in column or column == "scenarios" else "left")
+        is_count = "rows" in column or column == "scenarios"
+        table.add_column(column, justify="right" if is_count else "left", overflow="fold")  # names wrap, never cut
     prepared = list_prepared(data_dir)
     for name, variant, manifest in prepared:
         table.add_row(f"{name}/{variant}", str(manifest.num_scenarios), *(f"{manifest.rows(s):,}" for s in

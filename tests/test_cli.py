@@ -145,3 +145,10 @@ def test_compare_sets_one_models_hyperparameters_and_compares_a_variant(data_dir
 def test_a_bad_compare_setting_is_one_line_before_anything_trains(args, message, data_dir, tmp_path, capsys):
     code, _, err = cli(capsys, "compare", *args, "--data-dir", str(data_dir), "--runs-dir", str(tmp_path))
     assert code == 2 and message in err and not any(tmp_path.iterdir())
+
+
+def test_datasets_wraps_long_names_and_paths_on_a_narrow_terminal_instead_of_cutting_them(data_dir, monkeypatch,
+                                                                                          capsys):
+    monkeypatch.setattr(cli_module, "console", Console(width=80))
+    code, out, _ = cli(capsys, "datasets", "--data-dir", str(data_dir))
+    assert code == 0 and "synthetic/" in out and "…" not in out
