@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from mscbench.data.loader import load_split
+from mscbench.data.prepare import find_prepared
 from mscbench.data.sources import prepare_source
+from mscbench.eval.evaluation import evaluate_predictions
 from mscbench.experiment.execution import execute
 from mscbench.experiment.planning import plan_run
+from mscbench.results.record import DatasetRef, RunRecord
+from mscbench.results.report import compare_runs, label_rate, layout
 from mscbench.results.store import RunStore
 
 RAW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "movielens-ml-latest-small"
@@ -40,3 +46,17 @@ def test_models_learn_the_split(data_dir, tmp_path, model):
     record = execute(plan, RunStore(tmp_path / "runs"))
     overall = record.metrics.overall
     assert overall.rows == 10_084 and overall.auc > 0.64
+
+
+def test_the_table_notes_that_logloss_carries_the_label_shift_of_this_split(data_dir):
+    """48.8% positives in training, 40.9% in test: LogLoss moves with that shift, which the caption says."""
+    manifest = prepare_source("movielens-small", RAW, data_dir).manifest
+    test = load_split(find_prepared(data_dir, "movielens-small"), manifest, "test")
+    label, scenario = test.label.numpy(), test.scenario.numpy()
+    constant = np.full(len(label), label_rate(manifest))  # a model that learned the training rate and no more
+    metrics = evaluate_predictions(label, constant, scenario, manifest.scenario.names)
+    record = RunRecord(run_id="constant", model="constant", seed=0, dataset=DatasetRef("movielens-small", "v", "f"),
+                       metrics=metrics)
+    caption = layout(compare_runs([record], "constant", train_label_rate=label_rate(manifest))).caption
+    assert (f"Positives: 48.8% of the training rows, 40.9% of the test rows; LogLoss is dominated by that shift "
+            f"(predicting 48.8% for every test row scores {metrics.overall.value('logloss'):.4f}).") in caption
