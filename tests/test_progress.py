@@ -67,11 +67,20 @@ def test_an_idle_machine_gets_one_thread_per_core_silently(four_cores, capsys):
     assert resolved_threads(TrainConfig()) == 4 and capsys.readouterr().err == ""
 
 
-def test_each_run_of_an_experiment_says_which_of_how_many_and_about_how_long_is_left(monkeypatch):
-    clock = iter([0.0, 100.0, 160.0])  # the start, then the end of runs 1 and 2: 100 s, then 60 s
-    monkeypatch.setattr(recipes.time, "perf_counter", lambda: next(clock))
-    headings = []
-    monkeypatch.setattr(recipes, "get_or_run", lambda plan, *args, heading, **kwargs: headings.append(heading))
+def headings(monkeypatch, clock: list[float]) -> list[str]:
+    """What `run_plans` says before each of three runs, the clock reading `clock` at the start and after each."""
+    monkeypatch.setattr(recipes.time, "perf_counter", iter(clock).__next__)
+    said = []
+    monkeypatch.setattr(recipes, "get_or_run", lambda plan, *args, heading, **kwargs: said.append(heading))
     recipes.run_plans(["dnn", "mmoe", "star"], store=None, progress=None)
-    assert headings == ["run 1 of 3: ", "run 2 of 3, about 3 min left: ", "run 3 of 3, about 80 s left: "]
+    return said
+
+
+def test_each_run_of_an_experiment_says_which_of_how_many_and_about_how_long_is_left(monkeypatch):
+    assert headings(monkeypatch, [0.0, 100.0, 160.0]) == [  # runs 1 and 2 take 100 s, then 60 s
+        "run 1 of 3: ", "run 2 of 3, about 3 min left: ", "run 3 of 3, about 80 s left: "]
     assert [recipes.duration(s) for s in (40, 720, 9000)] == ["40 s", "12 min", "2.5 h"]
+
+
+def test_runs_that_are_only_reused_say_no_time_left(monkeypatch):
+    assert headings(monkeypatch, [0.0, 0.1, 0.2]) == ["run 1 of 3: ", "run 2 of 3: ", "run 3 of 3: "]

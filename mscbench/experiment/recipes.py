@@ -105,7 +105,8 @@ def run_plans(plans: list[PlannedRun], store: RunStore, progress: Progress | Non
     how far the experiment is and, at the pace of the runs so far, about how long the rest take."""
     records, started = [], time.perf_counter()
     for done, plan in enumerate(plans):
-        pace = f", about {duration((time.perf_counter() - started) / done * (len(plans) - done))} left" if done else ""
+        left = (time.perf_counter() - started) / done * (len(plans) - done) if done else 0
+        pace = f", about {duration(left)} left" if left >= 1 else ""  # not after runs that were only reused
         records.append(get_or_run(plan, store, progress, rerun=rerun, allow_stale=allow_stale,
                                   heading=f"run {done + 1} of {len(plans)}{pace}: "))
     return records
