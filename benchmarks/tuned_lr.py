@@ -56,11 +56,12 @@ def sklearn_auc(path: Path) -> tuple[float, float]:
 
 def tuned_lr_auc(data_dir: Path, runs_dir: Path, trials: int) -> tuple[dict, float, float]:
     """(best setting, its validation AUC, its test AUC) of mscbench's `lr` after `trials` trials."""
-    plan = plan_study("lr", "movielens-small", data_dir, runs_dir, {"epochs": 20, "patience": 2}, trials=trials)
+    plan = plan_study("lr", "movielens-small", data_dir, runs_dir, {"epochs": 20, "patience": 2, "threads": 1},
+                      trials=trials)
     result = run_study(plan)
     model_values, train_values = best_settings(plan, result)
     record = get_or_run(plan_run("movielens-small", "lr", data_dir, model_values, train_values), RunStore(runs_dir))
-    return result.best.settings, result.best.value, record["metrics"]["overall"]["auc"]
+    return result.best.settings, result.best.value, record.metrics.overall.auc
 
 
 def main() -> None:
