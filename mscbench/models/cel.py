@@ -27,6 +27,13 @@ class EmbeddingSettings:
     cel_split_every: int = 500  # training steps between CEL's splitting rounds (until the budget is full)
     cel_reassign_every: int = 500  # training steps between CEL's reassignment rounds
 
+    def __post_init__(self) -> None:
+        if self.cel_compression < 1:
+            raise ConfigError(f"cel_compression is entities per cluster, at least 1, not {self.cel_compression}")
+        for key in ("cel_split_every", "cel_reassign_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} is a number of training steps, at least 1, not {getattr(self, key)}")
+
 
 class ClusteredEmbedding(nn.Module):
     """CEL's clustered embedding table (Chen et al., WWW 2023; docs/models.md#cel, reconstructed).

@@ -89,3 +89,10 @@ def test_cluster_state_is_saved_and_the_trainer_step_drives_it():
     state = model.state_dict()
     assert {"embedding.tables.0.assignment", "embedding.tables.0.active"} <= set(state)
     assert int(state["embedding.tables.0.active"]) == 2
+
+
+@pytest.mark.parametrize("setting", [{"cel_compression": 0.0}, {"cel_compression": 0.5}, {"cel_split_every": 0},
+                                     {"cel_reassign_every": -1}])
+def test_a_compression_or_schedule_below_one_is_a_clear_error(setting):
+    with pytest.raises(ConfigError, match=f"{next(iter(setting))} .* at least 1"):
+        build_model("dnn", tiny_manifest(), {"embedding": "cel", **setting})
