@@ -61,7 +61,7 @@ from benchmarks.peer_worker import (
 )
 from benchmarks.train_speed import DATA_DIR, describe, load_average, measure, synthetic
 from mscbench.config import TrainConfig, build_config, parse_overrides
-from mscbench.train.trainer import choose_device, configure_threads
+from mscbench.training.trainer import choose_device, configure_threads
 
 PEERS = ("torch-rechub", "deepctr-torch", "fuxictr")  # each has all of SETTINGS' models
 SETTINGS = {  # mscbench's names for the values the peers are built with (benchmarks/peer_worker.py)

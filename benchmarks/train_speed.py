@@ -43,7 +43,7 @@ from mscbench.data.prepare import prepare_synthetic
 from mscbench.eval.metrics import auc
 from mscbench.experiment.execution import count_parameters
 from mscbench.models import build_model
-from mscbench.train.trainer import (
+from mscbench.training.trainer import (
     build_optimizer,
     choose_device,
     compiled,

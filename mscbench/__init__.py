@@ -11,8 +11,6 @@ __all__ = ["Result", "__version__", "compare", "train"]
 
 
 def __getattr__(name: str):
-    if name in ("compare", "Result"):
+    if name in ("compare", "train", "Result"):
         return getattr(importlib.import_module("mscbench.api"), name)
-    if name == "train":  # the training package, callable as the API's `train` (mscbench/train/__init__.py)
-        return importlib.import_module("mscbench.train")
     raise AttributeError(f"module 'mscbench' has no attribute {name!r}")

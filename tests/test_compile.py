@@ -11,8 +11,8 @@ from mscbench.data.loader import load_split
 from mscbench.data.manifest import read_manifest
 from mscbench.data.prepare import find_prepared
 from mscbench.models import REGISTRY, build_model
-from mscbench.train import trainer
-from mscbench.train.trainer import fit, seed_everything
+from mscbench.training import trainer
+from mscbench.training.trainer import fit, seed_everything
 from tests.helpers import random_batch, tiny_manifest
 
 CPU = torch.device("cpu")

@@ -12,7 +12,7 @@ from mscbench.data.loader import device_batches, load_split, place, resident
 from mscbench.data.manifest import read_manifest
 from mscbench.data.prepare import find_prepared
 from mscbench.models import build_model
-from mscbench.train.trainer import build_optimizer, fit, predict, seed_everything
+from mscbench.training.trainer import build_optimizer, fit, predict, seed_everything
 from tests.test_loader import numbered
 
 CPU = torch.device("cpu")

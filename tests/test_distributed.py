@@ -18,8 +18,8 @@ from mscbench.experiment.execution import get_or_run
 from mscbench.experiment.planning import plan_run
 from mscbench.models import REGISTRY, build_model
 from mscbench.results.store import RunStore
-from mscbench.train.distributed import process_group
-from mscbench.train.trainer import fit
+from mscbench.training.distributed import process_group
+from mscbench.training.trainer import fit
 
 SETTINGS = {"epochs": 1, "batch_size": 1024, "lr": 3e-3, "threads": 1, "device": "cpu"}
 

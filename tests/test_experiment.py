@@ -17,7 +17,7 @@ from mscbench.experiment.execution import execute
 from mscbench.experiment.planning import PACKAGE, plan_run, shared_model_code, training_code
 from mscbench.experiment.recipes import plan_recipe, with_options
 from mscbench.results.store import RunStore
-from mscbench.train.trainer import resolved_threads
+from mscbench.training.trainer import resolved_threads
 
 FAST = {"epochs": 1, "batch_size": 1024, "threads": 1}
 CLI_FAST = ["--epochs", "1", "--batch-size", "1024", "--set", "threads=1"]

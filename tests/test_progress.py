@@ -14,7 +14,7 @@ from mscbench.data.loader import load_split
 from mscbench.experiment import recipes
 from mscbench.experiment.planning import plan_run
 from mscbench.models import build_model
-from mscbench.train.trainer import busy_at_start, fit, resolved_threads
+from mscbench.training.trainer import busy_at_start, fit, resolved_threads
 
 
 def fit_dnn(data_dir, checkpoint, epochs: int, terminal: bool) -> str:

@@ -11,7 +11,7 @@ from torch import nn
 from mscbench.models import REGISTRY, build_model
 from mscbench.models.base import ConfigError, CrossScenario, ScenarioOwned, get_card, register
 from mscbench.models.cel import ClusteredEmbedding
-from mscbench.train.trainer import advance_schedules, batch_loss, scheduled_modules
+from mscbench.training.trainer import advance_schedules, batch_loss, scheduled_modules
 from tests.helpers import owned_gradients, random_batch, tiny_manifest
 
 MODELS = sorted(REGISTRY)

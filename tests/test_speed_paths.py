@@ -14,7 +14,7 @@ from mscbench.experiment.planning import plan_run
 from mscbench.models import REGISTRY, build_model
 from mscbench.models.blocks.embedding import FeatureEmbedding, use_sparse_gradients
 from mscbench.models.blocks.routing import route_by_scenario
-from mscbench.train.trainer import LazyAdam, batch_loss, build_optimizer, check_amp, configure_threads, fit
+from mscbench.training.trainer import LazyAdam, batch_loss, build_optimizer, check_amp, configure_threads, fit
 from tests.helpers import random_batch, tiny_manifest
 
 

@@ -12,7 +12,7 @@ from mscbench.experiment.execution import execute, get_or_run
 from mscbench.experiment.planning import plan_run
 from mscbench.models import REGISTRY, build_model
 from mscbench.results.store import RunStore
-from mscbench.train.trainer import TrainingDiverged, fit, predict
+from mscbench.training.trainer import TrainingDiverged, fit, predict
 
 FAST = {"epochs": 2, "batch_size": 256, "lr": 3e-3}  # a budget every model, even plain LR, learns in
 

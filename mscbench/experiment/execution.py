@@ -25,12 +25,12 @@ from rich.progress import Progress
 
 import mscbench
 from mscbench.data.loader import SplitData, load_split
-from mscbench.eval.evaluation import evaluate_predictions
+from mscbench.eval.evaluation import Evaluation, evaluate_predictions
 from mscbench.experiment.planning import PlannedRun
 from mscbench.models.base import build_model
 from mscbench.results.record import DatasetRef, RunRecord, TrainingSummary
 from mscbench.results.store import CHECKPOINT_FILE, RunStore
-from mscbench.train.distributed import (
+from mscbench.training.distributed import (
     data_parallel,
     from_main_process,
     is_main_process,
@@ -39,7 +39,7 @@ from mscbench.train.distributed import (
     rank,
     world_size,
 )
-from mscbench.train.trainer import (
+from mscbench.training.trainer import (
     EpochHook,
     FitResult,
     Prediction,
@@ -117,16 +117,11 @@ def train_joint(plan: PlannedRun, store: RunStore, resume: bool, on_epoch: Epoch
     splits = {split: load_split(plan.dataset_path, plan.manifest, split) for split in ("train", "valid")}
     started = time.perf_counter()
     model, fit_result = train_model(plan, splits, device, directory, CHECKPOINT_FILE, None, on_epoch=on_epoch)
-    trained = {
-        "run_id": plan.run_id, "model": plan.model, "seed": plan.train.seed, "protocol": plan.train.protocol,
-        "dataset": plan.resolved["dataset"], "config": plan.resolved, "code": plan.code,
-        "parameters": count_parameters(model),
-        "training": dataclasses.asdict(training_summary({"all": fit_result}, time.perf_counter() - started)),
-        "device": str(device), "environment": environment(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    history = [{**row, "scenario": "all"} for row in fit_result.history]
-    store.finish_training(plan.run_id, trained, history, model.state_dict())
+    fields = run_fields(plan, count_parameters(model), training_summary({"all": fit_result},
+                        time.perf_counter() - started), device)
+    trained = {key: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+               for key, value in fields.items()}
+    store.finish_training(plan.run_id, trained, curves({"all": fit_result}), model.state_dict())
 
 
 def evaluate_trained(plan: PlannedRun, store: RunStore) -> RunRecord:
@@ -138,17 +133,11 @@ def evaluate_trained(plan: PlannedRun, store: RunStore) -> RunRecord:
     model.load_state_dict(state)
     model.to(device)
     prediction = predict_test(plan, model, test, device)
-    metrics = evaluate_predictions(
-        test.label.numpy(), prediction.prob, test.scenario.numpy(), plan.manifest.scenario.names,
-        user=None if test.user is None else test.user.numpy(),
-        oracle=None if test.oracle is None else test.oracle,
-    )
+    metrics, predictions = evaluate_test(plan, test, prediction)
     trained = store.load_trained(plan.run_id)
     record = RunRecord(**{**trained, "dataset": DatasetRef(**trained["dataset"]),
                           "training": TrainingSummary(**trained["training"]), "metrics": metrics,
                           "extras": prediction.extras})
-    predictions = {"prob": prediction.prob.astype(np.float32), "label": test.label.numpy(),
-                   "scenario": test.scenario.numpy()}
     store.finish(record, store.history(plan.run_id), state, predictions)
     return store.load(plan.run_id)
 
@@ -179,25 +168,37 @@ def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None,
             fits |= tuned  # "all": the joint phase; then one entry per fine-tuned scenario
     if not main:
         return None
-    seconds = time.perf_counter() - started
-    test = splits["test"]
+    summary = training_summary(fits, time.perf_counter() - started)
+    metrics, predictions = evaluate_test(plan, splits["test"], prediction)
+    record = RunRecord(**run_fields(plan, parameters, summary, device), metrics=metrics, extras=prediction.extras)
+    store.finish(record, curves(fits), model_state, predictions)
+    return store.load(plan.run_id)  # exactly what a later reuse of this run will read
+
+
+def run_fields(plan: PlannedRun, parameters: int, training: TrainingSummary, device: torch.device) -> dict:
+    """Everything a run's record says but its test metrics (alone, it is the record of a run trained while
+    tuning, whose test split is read only when a comparison needs it)."""
+    return {"run_id": plan.run_id, "model": plan.model, "seed": plan.train.seed, "protocol": plan.train.protocol,
+            "dataset": DatasetRef(**plan.resolved["dataset"]), "config": plan.resolved, "code": plan.code,
+            "parameters": parameters, "training": training, "device": str(device), "environment": environment(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def evaluate_test(plan: PlannedRun, test: SplitData, prediction: Prediction) -> tuple[Evaluation, dict]:
+    """The test split's metrics and the arrays stored for significance tests, from the model's predictions."""
     metrics = evaluate_predictions(
         test.label.numpy(), prediction.prob, test.scenario.numpy(), plan.manifest.scenario.names,
         user=None if test.user is None else test.user.numpy(),
         oracle=None if test.oracle is None else test.oracle,
     )
-    record = RunRecord(
-        run_id=plan.run_id, model=plan.model, seed=plan.train.seed, protocol=plan.train.protocol,
-        dataset=DatasetRef(**plan.resolved["dataset"]), config=plan.resolved, code=plan.code, metrics=metrics,
-        extras=prediction.extras, parameters=parameters, training=training_summary(fits, seconds),
-        device=str(device), environment=environment(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    history = [{**row, "scenario": scenario} for scenario, fit_result in fits.items() for row in fit_result.history]
-    predictions = {"prob": prediction.prob.astype(np.float32), "label": test.label.numpy(),
-                   "scenario": test.scenario.numpy()}
-    store.finish(record, history, model_state, predictions)
-    return store.load(plan.run_id)  # exactly what a later reuse of this run will read
+    arrays = {"prob": prediction.prob.astype(np.float32), "label": test.label.numpy(),
+              "scenario": test.scenario.numpy()}
+    return metrics, arrays
+
+
+def curves(fits: dict[str, FitResult]) -> list[dict]:
+    """The history rows of every fit, each naming its scope ("all", or the scenario a model was fit on)."""
+    return [{**row, "scenario": scenario} for scenario, fit_result in fits.items() for row in fit_result.history]
 
 
 def train_model(plan: PlannedRun, splits: dict[str, SplitData], device: torch.device, directory: Path | None,

@@ -21,8 +21,8 @@ from mscbench.config import TrainConfig, build_config
 from mscbench.data.manifest import Manifest, read_manifest
 from mscbench.data.prepare import find_prepared
 from mscbench.models.base import REGISTRY, ModelCard, get_card
-from mscbench.train.distributed import world_size
-from mscbench.train.trainer import choose_device, resolved_threads
+from mscbench.training.distributed import world_size
+from mscbench.training.trainer import choose_device, resolved_threads
 
 # Settings that change how fast a run goes, not what it computes: left out of the run's identity.
 # `threads` is in it, resolved (0 = one per core): the thread count sets the summation order inside torch's
@@ -33,7 +33,8 @@ NOT_IDENTITY = ("device", "eval_batch_size", "data_on_device")  # data_on_device
 PACKAGE = Path(mscbench.__file__).resolve().parent
 # The code besides the model's own module that computes a run's numbers, relative to the package: the
 # trainer, the batches it reads, the metrics, the protocols. A byte changed in any of them makes runs stale.
-TRAINING_CODE = ("train", "data/loader.py", "data/batch.py", "eval/metrics.py", "experiment/execution.py")
+TRAINING_CODE = ("training", "data/loader.py", "data/batch.py", "eval/metrics.py", "eval/evaluation.py",
+                 "experiment/execution.py")
 
 
 @dataclass(frozen=True)

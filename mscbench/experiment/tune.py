@@ -37,7 +37,7 @@ from mscbench.experiment.planning import plan_run
 from mscbench.models.base import get_card
 from mscbench.results.store import RunStore
 from mscbench.space import Choice, IntRange, Space, SpaceError, declared_space, parse_space, value_text
-from mscbench.train.trainer import TrainingDiverged
+from mscbench.training.trainer import TrainingDiverged
 
 OBJECTIVE = "best validation AUC (early stopping)"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
