@@ -61,7 +61,8 @@ def test_the_code_fingerprint_covers_the_shared_model_code_and_the_trainer_not_o
     assert {"models/base.py", "models/__init__.py"} <= shared and "models/dnn.py" not in shared
     assert not shared & {"models/star.py", "models/saml.py"}
     trained = {path.relative_to(PACKAGE).as_posix() for path in training_code()}
-    assert {"train/trainer.py", "data/loader.py", "eval/metrics.py", "experiment/execution.py"} <= trained
+    assert {"training/trainer.py", "data/loader.py", "eval/metrics.py", "eval/evaluation.py",
+            "experiment/execution.py"} <= trained
     assert PACKAGE == Path(mscbench.__file__).resolve().parent
 
 
