@@ -89,3 +89,29 @@ def test_training_statistics_ignore_other_scenarios_rows():
         mixed = model(batch).logit[own]
         alone = model(batch.select(own)).logit
     torch.testing.assert_close(mixed, alone)
+
+
+def test_partitioned_norm_gradients_are_the_same_on_every_call_with_several_threads():
+    """Rows are picked by index_select, whose backward adds in a fixed order: with advanced indexing
+    (index_put_ with accumulate) the CPU threads added in whatever order they reached the rows, and STAR's
+    metrics moved in the 7th digit from one run to the next at 2 threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        norm = PartitionedNorm(64, num_scenarios=3)
+        x = torch.randn(8192, 64, dtype=torch.float32)
+        scenario = torch.randint(0, 3, (8192,))
+        weight = torch.randn(8192, 64)
+
+        def gradient() -> torch.Tensor:
+            leaf = x.clone().requires_grad_()
+            (norm(leaf, scenario) * weight).sum().backward()
+            return torch.cat([leaf.grad.flatten(), *(p.grad.flatten() for p in norm.parameters())])
+
+        first = gradient()
+        for _ in range(10):
+            norm.zero_grad()
+            assert torch.equal(gradient(), first)
+    finally:
+        torch.set_num_threads(threads)

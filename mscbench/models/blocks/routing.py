@@ -52,15 +52,19 @@ class PartitionedNorm(nn.Module):
             mean, var = self.batch_statistics(x, scenario)  # [N, d] each
         else:
             mean, var = self.running_mean, self.running_var
-        scale = self.shared_scale * torch.stack(list(self.scenario_scale))[scenario]  # [B, d]
-        shift = self.shared_shift + torch.stack(list(self.scenario_shift))[scenario]  # [B, d]
-        return scale * (x - mean[scenario]) / torch.sqrt(var[scenario] + self.eps) + shift  # [B, d]
+        # rows picked by index_select: its backward adds in a fixed order, where advanced indexing's
+        # (index_put_ with accumulate) adds in whatever order the CPU threads reach the rows
+        scale = self.shared_scale * torch.stack(list(self.scenario_scale)).index_select(0, scenario)  # [B, d]
+        shift = self.shared_shift + torch.stack(list(self.scenario_shift)).index_select(0, scenario)  # [B, d]
+        mean, var = mean.index_select(0, scenario), var.index_select(0, scenario)  # [B, d] each
+        return scale * (x - mean) / torch.sqrt(var + self.eps) + shift  # [B, d]
 
     def batch_statistics(self, x: torch.Tensor, scenario: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, d] mean and (biased) variance of each scenario's rows; updates the running statistics."""
         counts = torch.bincount(scenario, minlength=len(self.running_mean)).to(x.dtype)[:, None]  # [N, 1]
         mean = torch.zeros_like(self.running_mean).index_add(0, scenario, x) / counts.clamp_min(1)  # [N, d]
-        squares = torch.zeros_like(self.running_var).index_add(0, scenario, (x - mean[scenario]).square())
+        squares = torch.zeros_like(self.running_var).index_add(0, scenario,
+                                                               (x - mean.index_select(0, scenario)).square())
         enough = counts >= 2  # [N, 1]: a single row has no variance
         with torch.no_grad():
             unbiased = squares / (counts - 1).clamp_min(1)
