@@ -85,8 +85,9 @@ def resolved_threads(config: TrainConfig) -> int:
     oversubscribed when this process first asked (`busy_at_start`).
 
     Summation order (so the last digits of every metric) depends on the count, so it is part of a run's
-    identity (experiment/planning.py) and decided once per process, not by the load of the moment. On a machine other work keeps busy, one thread runs several times
-    faster than one per core (benchmarks/README.md, "Threads").
+    identity (experiment/planning.py) and decided once per process, not by the load of the moment. On a
+    machine other work keeps busy, one thread runs several times faster than one per core
+    (benchmarks/README.md, "Threads").
     """
     if config.threads:
         return config.threads
