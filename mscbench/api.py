@@ -56,7 +56,7 @@ class Result:
 def compare(models: str | Sequence[str] | None = None, dataset: str | None = None, *, base: str | None = None,
             seeds: Sequence[int] | None = None, recipe: str | Path | None = None,
             settings: Mapping[str, Any] | None = None, bootstrap: bool = False, correction: str | None = None,
-            transfer_base: str | None = None, rerun: bool = False,
+            transfer_base: str | None = None, tune: bool = True, rerun: bool = False,
             allow_stale: bool = False, data_dir: str | Path = "data", runs_dir: str | Path = "runs",
             progress: Progress | None = None, on_trial: OnTrial | None = None) -> Result:
     """Train (or reuse) every model for every seed and compare them against `base` (default: the first model).
@@ -67,12 +67,12 @@ def compare(models: str | Sequence[str] | None = None, dataset: str | None = Non
     `lr`, ...) and `MODEL.key` for one model's hyperparameter. `correction` (bh, holm or none; the recipe's, else
     bh) corrects the significance marks for the table's number of tests. `transfer_base` (MODEL[:PROTOCOL],
     e.g. `dnn:individual`) adds the negative-transfer view against that reference. A `recipe` file gives what
-    is not given here.
+    is not given here; `tune=False` compares its models untuned, at the same training budget.
     """
     names = [name.strip() for name in models.split(",")] if isinstance(models, str) else models
     spec = with_options(load_recipe(Path(recipe)) if recipe else None, dataset=dataset,
                         models=list(names) if names else None, base=base, seeds=list(seeds) if seeds else None,
-                        settings=dict(settings or {}), correction=correction)
+                        settings=dict(settings or {}), correction=correction, tune=tune)
     comparison, records = run_recipe(spec, Path(data_dir), RunStore(Path(runs_dir)), progress, rerun, allow_stale,
                                      delong=True, bootstrap_rounds=BOOTSTRAP_ROUNDS if bootstrap else 0,
                                      transfer_base=transfer_base, on_trial=on_trial)

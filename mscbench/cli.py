@@ -372,6 +372,9 @@ def compare(
     transfer_base: Annotated[str | None, typer.Option(
         help="Negative transfer: compare every model per scenario with MODEL[:PROTOCOL] (protocol individual "
              "unless named), e.g. dnn:individual.")] = None,
+    tune: Annotated[bool, typer.Option(
+        help="Tune every model first when the recipe has a [tune] table; --no-tune compares them untuned, at "
+             "the recipe's fixed settings and training budget.")] = True,
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write the table to this file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write figures and report.html to this directory.")] = None,
@@ -398,7 +401,7 @@ def compare(
         result = api.compare(split_list(models) if models else None, dataset, base=base,
                              seeds=[parse_int(s, "--seeds") for s in split_list(seeds)] if seeds else None,
                              recipe=recipe, settings={**parse_overrides(settings or []), **chosen}, bootstrap=bootstrap,
-                             correction=correction, transfer_base=transfer_base,
+                             correction=correction, transfer_base=transfer_base, tune=tune,
                              rerun=rerun, allow_stale=allow_stale, data_dir=data_dir, runs_dir=runs_dir,
                              progress=progress, on_trial=print_trial)
     show(result.comparison, fmt, by, output)

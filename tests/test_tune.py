@@ -8,6 +8,7 @@ import optuna
 import pytest
 from rich.console import Console
 
+from mscbench import api
 from mscbench import cli as cli_module
 from mscbench.cli import main
 from mscbench.data.prepare import prepare_synthetic
@@ -176,11 +177,19 @@ space = "recipe"
     assert set(tuning["settings"]["dnn"]) == {"lr", "hidden"} and set(tuning["settings"]["lr"]) == {"lr"}
     assert tuning["spaces"]["dnn"] == {"lr": "log-uniform [0.001, 0.03]", "hidden": "one of [16], [32]"}
     for model in ("dnn", "lr"):  # the best trial's run is the comparison's seed-0 run, evaluated, not retrained
-        study = optuna.load_study(study_name=tuning["studies"][model], storage=f"sqlite:///{runs / 'tuning.db'}")
-        best = study.best_trial.user_attrs["run_id"]
+        best = best_run(runs, tuning["studies"][model])
         assert RunStore(runs).is_complete(best) and f"-{model}-seed0-" in best
     assert main([*args, "--format", "md"]) == 0
     out = capsys.readouterr().out
     assert " trial " not in out and "training" not in out  # studies complete, runs stored: nothing trained
     assert "Each model tuned with the same budget (2 trials per model, random sampler" in out
     assert "the test split untouched while tuning" in out
+    untuned = api.compare(recipe=recipe, tune=False, data_dir=tmp_path / "data", runs_dir=runs)
+    assert untuned.comparison.tuning == {} and len(untuned.runs) == 4  # no study: defaults at the same budget
+    assert {(run.config["train"]["lr"], run.config["train"]["epochs"]) for run in untuned.runs} == {(1e-3, 1)}
+    assert not {run.run_id for run in untuned.runs} & {best_run(runs, study) for study in tuning["studies"].values()}
+
+
+def best_run(runs, study_name):
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{runs / 'tuning.db'}")
+    return study.best_trial.user_attrs["run_id"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from mscbench.config import Recipe, build_config, split_experiment_overrides
+from mscbench.config import Recipe, build_config, fixed, split_experiment_overrides
 from mscbench.data.prepare import prepare_synthetic
 from mscbench.data.sources.synthetic import SyntheticParams
 from mscbench.errors import UserError
@@ -26,12 +26,14 @@ from mscbench.results.transfer import split_reference
 
 def with_options(recipe: Recipe | None, dataset: str | None = None, models: list[str] | None = None,
                  base: str | None = None, seeds: list[int] | None = None, settings: dict | None = None,
-                 correction: str | None = None) -> Recipe:
+                 correction: str | None = None, tune: bool = True) -> Recipe:
     """`recipe` with the choices given over it (without a recipe: the choices, and defaults for the rest).
 
     A dataset given replaces the recipe's with its [prepare] table; `settings` (`--set`: training settings,
     and `MODEL.key` for a model's hyperparameter) are merged over the recipe's; a base that is not among the
-    models is added first; a `correction` given replaces the recipe's.
+    models is added first; a `correction` given replaces the recipe's. Without `tune`, the recipe's `[tune]`
+    table and its ranges are dropped: every model at its defaults and the recipe's fixed settings, the same
+    training budget as tuned, so the untuned table stands beside the tuned one.
     """
     recipe = recipe or Recipe(dataset="synthetic", models=(), base="")
     names = list(models or recipe.models)
@@ -43,9 +45,16 @@ def with_options(recipe: Recipe | None, dataset: str | None = None, models: list
     prepare = recipe.prepare if dataset is None else {}
     train, hyperparameters = split_experiment_overrides(settings or {}, names)
     model = recipe.model | {name: {**recipe.model.get(name, {}), **values} for name, values in hyperparameters.items()}
-    return dataclasses.replace(recipe, dataset=dataset or recipe.dataset, models=tuple(names), base=base,
-                               seeds=tuple(seeds or recipe.seeds), train={**recipe.train, **train}, model=model,
-                               prepare=prepare, correction=check_correction(correction or recipe.correction))
+    recipe = dataclasses.replace(recipe, dataset=dataset or recipe.dataset, models=tuple(names), base=base,
+                                 seeds=tuple(seeds or recipe.seeds), train={**recipe.train, **train}, model=model,
+                                 prepare=prepare, correction=check_correction(correction or recipe.correction))
+    return recipe if tune else untuned(recipe)
+
+
+def untuned(recipe: Recipe) -> Recipe:
+    """The recipe without its `[tune]` table: only the settings it gives one value are kept."""
+    return dataclasses.replace(recipe, tune=None, train=fixed(recipe.train),
+                               model={name: fixed(values) for name, values in recipe.model.items()})
 
 
 def reference_recipe(recipe: Recipe, reference: str) -> Recipe:
