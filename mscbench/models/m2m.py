@@ -19,9 +19,9 @@ behaviour tokens (all sequences side by side) with learned position embeddings, 
 sample's own S̃, so nothing mixes samples of a batch. V_w holds d_s·d_h² parameters per generated layer.
 
 Memory: the generated weights W^(k) are [B, d_h, d_h] per layer (64 MiB per 1,000 samples for the meta
-attention's d_h = 128). Autograd would keep every layer's W^(k) for the backward pass, so `generated_matmul`
-keeps only h and S̃ and generates W^(k) again when the gradients are computed: one layer's W^(k) is alive at a
-time (benchmarks/README.md, "m2m's memory").
+attention's d_h = 128). Autograd would keep every layer's W^(k) for the backward pass, so `GeneratedMatmul`
+keeps only h and S̃, generates W^(k) a chunk of the batch at a time and again when the gradients are
+computed: one chunk of one layer's W^(k) is alive at a time (benchmarks/README.md, "m2m's memory").
 """
 
 from __future__ import annotations
@@ -88,27 +88,54 @@ def generate(condition: torch.Tensor, generator_weight: torch.Tensor, generator_
     return torch.addmm(generator_bias, condition, generator_weight.t()).view(-1, width, width)
 
 
+GENERATED_BYTES = 32 * 2 ** 20  # at most this much of W^(k) is generated at a time (a chunk of the batch)
+
+
+def chunks(batch: int, width: int, element_size: int) -> list[slice]:
+    """Slices of the batch whose generated weights [n, d_h, d_h] take at most GENERATED_BYTES."""
+    size = max(1, GENERATED_BYTES // (width * width * element_size))
+    return [slice(start, start + size) for start in range(0, batch, size)]
+
+
 class GeneratedMatmul(torch.autograd.Function):
-    """h W with W generated per sample from S̃, the same numbers as `torch.bmm(h, generate(...))` but without
-    keeping W for the backward pass: it saves h and S̃ and generates W again there (one small matrix product),
-    so the [B, d_h, d_h] tensors of all the generated layers are never alive at once."""
+    """h W with W generated per sample from S̃, the same numbers as `torch.bmm(h, generate(...))` in less
+    memory: W is generated for a chunk of the batch at a time (GENERATED_BYTES), and not kept for the backward
+    pass, which saves h and S̃ and generates each chunk's W again. So at batch 4096 no more than one chunk of
+    one layer's [B, d_h, d_h] weights (and of their gradient) is alive, not the whole batch's."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, rows, condition, generator_weight, generator_bias):
+    def forward(ctx, rows, condition, generator_weight, generator_bias):  # rows [B, R, d_h], condition [B, d_s]
         ctx.save_for_backward(rows, condition, generator_weight, generator_bias)
-        return torch.bmm(rows, generate(condition, generator_weight, generator_bias, rows.shape[2]))  # [B, R, d_h]
+        width = rows.shape[2]
+        return torch.cat([torch.bmm(rows[part], generate(condition[part], generator_weight, generator_bias, width))
+                          for part in chunks(len(rows), width, rows.element_size())])  # [B, R, d_h]
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):  # grad [B, R, d_h]
         rows, condition, generator_weight, generator_bias = ctx.saved_tensors
-        weight = generate(condition, generator_weight, generator_bias, rows.shape[2])  # [B, d_h, d_h]
-        grad_rows = torch.bmm(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        parts = [chunk_gradients(ctx.needs_input_grad, rows[part], condition[part], generator_weight,
+                                 generator_bias, grad[part]) for part in chunks(len(rows), rows.shape[2],
+                                                                               rows.element_size())]
+        grad_rows, grad_condition, grad_generator_weight, grad_generator_bias = zip(*parts, strict=True)
+        return (torch.cat(grad_rows) if ctx.needs_input_grad[0] else None,
+                torch.cat(grad_condition) if ctx.needs_input_grad[1] else None,
+                sum(grad_generator_weight), sum(grad_generator_bias))
+
+
+def chunk_gradients(needs: tuple[bool, ...], rows: torch.Tensor, condition: torch.Tensor,
+                    generator_weight: torch.Tensor, generator_bias: torch.Tensor, grad: torch.Tensor) -> tuple:
+    """GeneratedMatmul's gradients from one chunk of the batch: with respect to h and S̃ (the chunk's rows),
+    and the chunk's share of V_w's and v_w's."""
+    grad_rows = None
+    if needs[0]:
+        weight = generate(condition, generator_weight, generator_bias, rows.shape[2])  # [n, d_h, d_h]
+        grad_rows = torch.bmm(grad, weight.transpose(1, 2))
         del weight  # before the weight's own gradient, of the same size, is made
-        grad_weight = torch.bmm(rows.transpose(1, 2), grad).flatten(1)  # [B, d_h²]  dL/dW
-        grad_condition = grad_weight @ generator_weight if ctx.needs_input_grad[1] else None
-        return grad_rows, grad_condition, grad_weight.t() @ condition, grad_weight.sum(0)
+    grad_weight = torch.bmm(rows.transpose(1, 2), grad).flatten(1)  # [n, d_h²]  dL/dW
+    grad_condition = grad_weight @ generator_weight if needs[1] else None
+    return grad_rows, grad_condition, grad_weight.t() @ condition, grad_weight.sum(0)
 
 
 @register("m2m", config=M2MConfig, needs_sequence=True, multi_scenario=True,

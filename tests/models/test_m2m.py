@@ -1,8 +1,11 @@
 """M2M: meta units whose weights are generated from the scenario knowledge; meta attention over experts."""
 
+import pytest
 import torch
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from mscbench.models import build_model
+from mscbench.models import build_model, m2m
 from mscbench.models.m2m import MetaUnit
 from tests.helpers import random_batch, tiny_manifest
 
@@ -80,8 +83,12 @@ def einsum_meta_unit(self, h, condition):
     return h
 
 
-def test_regenerating_the_weights_in_backward_gives_the_same_logits_and_gradients(monkeypatch):
+@pytest.mark.parametrize("samples_per_chunk", [None, 5])  # the whole batch in one chunk; 13 chunks, a ragged one
+def test_regenerating_the_weights_in_backward_gives_the_same_logits_and_gradients(samples_per_chunk, monkeypatch):
     """Same weights, same batch: logits and every gradient equal the einsum formulation's (default sizes)."""
+    if samples_per_chunk:  # the meta attention's d_h = 128: one sample's W^(k) takes 64 KiB
+        monkeypatch.setattr(m2m, "GENERATED_BYTES", samples_per_chunk * 128 * 128 * 4)
+        assert len(m2m.chunks(64, 128, 4)) == 13
     torch.manual_seed(0)
     manifest = tiny_manifest()
     model = build_model("m2m", manifest)
@@ -105,3 +112,28 @@ def test_regenerating_the_weights_in_backward_gives_the_same_logits_and_gradient
     assert sum(g.abs().sum() for g in expected_gradients.values()) > 0
     for name, gradient in expected_gradients.items():
         torch.testing.assert_close(gradients[name], gradient, rtol=0, atol=1e-6, msg=name)
+
+
+def test_no_more_than_one_chunk_of_generated_weights_is_made_at_once(monkeypatch):
+    """Batch 256 at d_h = 128: all of one layer's W^(k) would be 16 MiB; no tensor made in the forward or
+    backward pass may exceed the 1 MiB allowed to a chunk (16 samples)."""
+    monkeypatch.setattr(m2m, "GENERATED_BYTES", 2 ** 20)
+    torch.manual_seed(0)
+    unit = MetaUnit(128, 4, layers=2)
+    h, condition = torch.randn(256, 3, 128, requires_grad=True), torch.randn(256, 4, requires_grad=True)
+    with LargestTensor() as largest:
+        unit(h, condition).sum().backward()
+    assert 0 < largest.bytes <= 2 ** 20
+
+
+class LargestTensor(TorchDispatchMode):
+    """The size of the largest tensor any operator returns while the mode is on."""
+
+    bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in pytree.tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                self.bytes = max(self.bytes, tensor.numel() * tensor.element_size())
+        return out
