@@ -283,7 +283,8 @@ def describe_model(card: ModelCard) -> dict:
     return {"name": card.name, "year": card.year, "paper": card.paper, "description": card.description,
             "needs_sequence": card.needs_sequence, "multi_scenario": card.multi_scenario,
             "hyperparameters": [{"key": key, "default": value, "meaning": comments.get(key, "")}
-                                for key, value in describe_config(card).items()]}
+                                for key, value in describe_config(card).items()],
+            "search_space": {key: space.text() for key, space in model_space(card.name).items()}}
 
 
 def show_model(card: ModelCard) -> None:
@@ -301,8 +302,8 @@ def show_model(card: ModelCard) -> None:
     space = Table(title="Search space (mscbench tune)", title_justify="left")
     for column in ("key", "range"):
         space.add_column(column)
-    for key, values in model_space(card.name).items():
-        space.add_row(key, values.text())
+    for key, values in describe_model(card)["search_space"].items():
+        space.add_row(key, values)
     console.print(space)
 
 

@@ -69,6 +69,7 @@ def test_models_as_json(capsys):
     dnn = json.loads(out)
     assert dnn["name"] == "dnn" and {"key": "hidden", "default": [128, 64, 32],
                                      "meaning": "MLP layer widths"} in dnn["hyperparameters"]
+    assert dnn["search_space"]["lr"] == "log-uniform [0.0001, 0.03]" and "hidden" in dnn["search_space"]
 
 
 def test_version_names_mscbench_and_its_torch(capsys):
