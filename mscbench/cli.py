@@ -400,7 +400,7 @@ def compare(
     chosen = {f"train.{key}": value for key, value in options(epochs=epochs, batch_size=batch_size, lr=lr).items()}
     with progress_bar() as progress:  # every name and setting is checked before any training
         result = api.compare(split_list(models) if models else None, dataset, base=base,
-                             seeds=[parse_int(s, "--seeds") for s in split_list(seeds)] if seeds else None,
+                             seeds=parse_seeds(seeds) or None,
                              recipe=recipe, settings={**parse_overrides(settings or []), **chosen}, bootstrap=bootstrap,
                              correction=correction, transfer_base=transfer_base, tune=tune,
                              rerun=rerun, allow_stale=allow_stale, data_dir=data_dir, runs_dir=runs_dir,
@@ -428,6 +428,8 @@ def tune(
     = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: model, dataset and space).")] = None,
     jobs: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds: each trial trains one run per seed "
+                                                   "and is scored on their mean (default: one seed).")] = None,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="key=value fixes a setting; key={log = [a, b]} (or uniform, int, choice) sets its range.")]
     = None,
@@ -443,7 +445,8 @@ def tune(
     if fmt not in ("table", "json"):
         raise UserError(f"--format takes table or json, not {fmt!r}")
     plan = plan_study(model, dataset, data_dir, runs_dir, parse_overrides(settings or []), trials, timeout,
-                      sampler, pruner, storage, study)
+                      sampler, pruner, storage, study,
+                      seeds=parse_seeds(seeds))
     result = run_study(plan, jobs, on_trial=None if fmt == "json" else print_trial)
     if fmt == "json":
         console.print(result.to_json(), markup=False, highlight=False, soft_wrap=True)
@@ -583,6 +586,11 @@ def options(**values) -> dict:
 
 def split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_seeds(text: str | None) -> list[int]:
+    """`--seeds 0,1,2`; none given: an empty list."""
+    return [parse_int(part, "--seeds") for part in split_list(text)] if text else []
 
 
 def parse_int(text: str, option: str) -> int:

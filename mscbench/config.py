@@ -189,6 +189,7 @@ class TuneSettings:
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"  # stops poor trials on per-epoch validation AUC
     space: Literal["declared", "recipe"] = "declared"  # "recipe": tune only the ranges the recipe gives
+    seeds: int = 1  # each trial scored on its mean over the recipe's first N seeds (N times the cost)
 
     def __post_init__(self) -> None:
         if self.trials is None and self.seconds is None:
@@ -197,6 +198,8 @@ class TuneSettings:
             raise ConfigError(f"[tune] trials must be 1 or more, not {self.trials}")
         if self.seconds is not None and self.seconds <= 0:
             raise ConfigError(f"[tune] seconds must be more than 0, not {self.seconds}")
+        if self.seeds <= 0:
+            raise ConfigError(f"[tune] seeds must be 1 or more, not {self.seeds}")
 
 
 def fixed(values: dict[str, Any]) -> dict[str, Any]:

@@ -119,6 +119,21 @@ def test_two_workers_share_the_budget(tiny_data, tmp_path):
     assert len(load_study(plan, open_storage(plan.storage)).get_trials()) == 3  # none asked beyond the budget
 
 
+def test_a_trial_over_several_seeds_is_scored_on_their_mean(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    result = run_study(study(tiny_data, runs, seeds=[0, 1]))
+    store, single = RunStore(runs), study(tiny_data, runs)
+    assert result.objective.endswith("mean over seeds 0, 1") and result.study != single.name  # its own study
+    trials = optuna.load_study(study_name=result.study, storage=result.storage).get_trials()
+    for trial, frozen in zip(result.trials, trials, strict=True):
+        first, second = frozen.user_attrs["run_ids"]
+        assert trial.run_id == first and "-seed0-" in first and "-seed1-" in second
+        values = [store.load_trained(run)["training"]["best_valid_auc"]["all"] for run in (first, second)]
+        assert trial.value == pytest.approx(sum(values) / 2) and values[0] != values[1]
+    again = run_study(study(tiny_data, runs, seeds=[0, 1]))
+    assert again.trials == result.trials  # complete: nothing trained
+
+
 @pytest.fixture
 def wide_console(monkeypatch):
     monkeypatch.setattr(cli_module, "console", Console(width=250))
@@ -139,6 +154,9 @@ def test_tune_command_prints_trials_and_the_best_setting(tiny_data, tmp_path, ca
     (["tune", "dnn", "--trials", "2", "--sampler", "grid"], "--sampler grid needs a choice for lr"),
     (["tune", "dnn", "--trials", "2", "--storage", "journal:/no/such/dir/study.log"], "cannot open the study"),
     (["tune", "dnn", "--trials", "2", "--storage", "postgresql://nobody@127.0.0.1:9/none"], "cannot open the study"),
+    (["tune", "dnn", "--trials", "2", "--seeds", "0,0"], "--seeds names a seed twice"),
+    (["tune", "dnn", "--trials", "2", "--seeds", "0,x"], "--seeds takes integers, not 'x'"),
+    (["tune", "dnn", "--trials", "2", "--seeds", "1", "--set", "seed=2"], "give the trials' seeds once"),
 ])
 def test_bad_tune_input_is_one_line_and_nothing_is_written(args, message, tiny_data, tmp_path, capsys):
     runs = tmp_path / "runs"
@@ -193,3 +211,35 @@ space = "recipe"
 def best_run(runs, study_name):
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{runs / 'tuning.db'}")
     return study.best_trial.user_attrs["run_id"]
+
+
+def test_a_recipe_can_tune_on_several_of_its_seeds(tmp_path, capsys):
+    recipe = tmp_path / "fair.toml"
+    text = """
+dataset = "synthetic"
+models = ["dnn"]
+base = "dnn"
+seeds = [0, 1]
+[prepare]
+rows = 4000
+[train]
+epochs = 1
+threads = 1
+lr = {log = [1e-3, 3e-2]}
+[tune]
+trials = 2
+sampler = "random"
+space = "recipe"
+seeds = SEEDS
+"""
+    recipe.write_text(text.replace("SEEDS", "2"))
+    runs = tmp_path / "runs"
+    result = api.compare(recipe=recipe, data_dir=tmp_path / "data", runs_dir=runs)
+    assert result.comparison.tuning["objective"].endswith("mean over seeds 0, 1")
+    best = optuna.load_study(study_name=result.comparison.tuning["studies"]["dnn"],
+                             storage=f"sqlite:///{runs / 'tuning.db'}").best_trial
+    assert [run.run_id for run in result.runs] == best.user_attrs["run_ids"]  # both seeds' runs: the trial's
+    recipe.write_text(text.replace("SEEDS", "3"))
+    assert main(["compare", "--recipe", str(recipe), "--data-dir", str(tmp_path / "data"),
+                 "--runs-dir", str(runs)]) == 2
+    assert "[tune] seeds = 3, but the recipe has 2 seeds" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """Hyperparameter tuning on Optuna: each trial is an ordinary run in the run store, scored on validation.
 
 A study searches one model's space (`mscbench.space`) on one dataset. Its objective is the run's best
-validation AUC (the trainer's early stopping); the test split is never loaded while tuning. Each trial is
+validation AUC (the trainer's early stopping), or its mean over several seeds, each seed a run (a setting
+picked on one seed's validation AUC is partly the luckiest one where settings differ by about what seeds
+do); the test split is never loaded while tuning. Each trial is
 planned like any other run, so its run id is the same hash `train` and `compare` use: a re-run or extended
 study reuses finished runs, and `compare` reads the best trial's run. Poor trials are pruned on the
 per-epoch validation AUC. The study lives in Optuna storage (a SQLite file beside the runs by default, or
@@ -18,7 +20,7 @@ import multiprocessing
 import os
 import socket
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,6 @@ from mscbench.results.store import RunStore
 from mscbench.space import Choice, IntRange, Space, SpaceError, declared_space, parse_space, value_text
 from mscbench.training.trainer import TrainingDiverged
 
-OBJECTIVE = "best validation AUC (early stopping)"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -51,6 +52,7 @@ class StudyPlan:
     dataset: str
     space: dict[str, Space]
     fixed: dict[str, Any]  # settings that are not tuned (`--set key=value`, the recipe's plain values)
+    seeds: tuple[int, ...]  # each trial trains one run per seed; the first is fixed["seed"]
     trials: int | None
     seconds: float | None
     sampler: str
@@ -63,6 +65,11 @@ class StudyPlan:
     def settings(self, values: dict[str, Any]) -> tuple[dict, dict]:
         """(model hyperparameters, training settings) of a trial that chose `values`."""
         return split_overrides({**self.fixed, **values}, get_card(self.model).config)
+
+    def objective(self) -> str:
+        if len(self.seeds) == 1:
+            return "best validation AUC (early stopping)"
+        return f"best validation AUC (early stopping), mean over seeds {', '.join(map(str, self.seeds))}"
 
     def budget(self) -> str:
         parts = [f"{self.trials} trials"] if self.trials else []
@@ -104,11 +111,12 @@ OnTrial = Callable[[TrialResult], None]
 def plan_study(model: str, dataset: str, data_dir: Path, runs_dir: Path, entries: dict[str, Any] | None = None,
                trials: int | None = None, seconds: float | None = None, sampler: str = "tpe",
                pruner: str = "median", storage: str | None = None, name: str | None = None,
-               replace_space: bool = False) -> StudyPlan:
+               replace_space: bool = False, seeds: Sequence[int] = ()) -> StudyPlan:
     """Check every name, setting, range and budget, and plan the default run (so the dataset exists).
 
     `entries` are `--set` / recipe values: a plain value fixes a setting, a table (`{log = [a, b]}`) is its
-    range; with `replace_space` only these ranges are tuned, else they narrow the declared space.
+    range; with `replace_space` only these ranges are tuned, else they narrow the declared space. `seeds`:
+    each trial's seeds (default: the seed `entries` give, else the default one).
     """
     if trials is None and seconds is None:
         raise UserError("give a budget: --trials N or --timeout SECONDS")
@@ -120,6 +128,11 @@ def plan_study(model: str, dataset: str, data_dir: Path, runs_dir: Path, entries
     check_choice(pruner, PRUNERS, "--pruner")
     card = get_card(model)
     entries = entries or {}
+    if seeds and "seed" in entries:
+        raise UserError("give the trials' seeds once: --seeds, or --set seed=N for one")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds names a seed twice: {', '.join(map(str, seeds))}")
+    entries = {**entries, "seed": seeds[0]} if seeds else entries
     given = {key: parse_space(key, value, "search space") for key, value in entries.items()}
     ranges = {key: value for key, value in given.items() if isinstance(value, Space)}
     fixed = {key: value for key, value in given.items() if key not in ranges}
@@ -134,12 +147,14 @@ def plan_study(model: str, dataset: str, data_dir: Path, runs_dir: Path, entries
     default = plan_run(dataset, model, data_dir, model_values, train_values)
     if default.train.protocol != "joint":
         raise UserError(f"tune trains the joint protocol, not {default.train.protocol!r}: drop that setting")
+    seeds = tuple(seeds) or (default.train.seed,)
     identity = json.dumps({"dataset": default.resolved["dataset"], "fixed": entries_text(fixed),
-                           "space": {key: repr(value) for key, value in sorted(space.items())}}, sort_keys=True)
+                           "space": {key: repr(value) for key, value in sorted(space.items())},
+                           **({"seeds": list(seeds)} if len(seeds) > 1 else {})}, sort_keys=True)
     name = name or f"{model}-{default.manifest.name}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
     storage = storage or f"sqlite:///{Path(runs_dir) / 'tuning.db'}"
-    return StudyPlan(model, dataset, space, fixed, trials, seconds, sampler, pruner, storage, name,
-                     Path(data_dir), Path(runs_dir))
+    return StudyPlan(model, dataset, space, {**fixed, "seed": seeds[0]}, seeds, trials, seconds, sampler, pruner,
+                     storage, name, Path(data_dir), Path(runs_dir))
 
 
 def model_space(model: str) -> dict[str, Space]:
@@ -292,27 +307,30 @@ def study_lock(plan: StudyPlan) -> Iterator[None]:
 
 
 def run_trial(plan: StudyPlan, study: optuna.Study, trial: optuna.Trial, store: RunStore) -> TrialResult:
-    """Train (or reuse) the trial's run and tell the study its best validation AUC."""
+    """Train (or reuse) the trial's run of each seed and tell the study their mean best validation AUC. The
+    first seed's run reports its epochs to the pruner (the runs of a study are compared at the same seed)."""
     values = {key: space.sample(trial, key) for key, space in plan.space.items()}
     trial.set_user_attr("settings", {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()})
     model_values, train_values = plan.settings(values)
-    run = plan_run(plan.dataset, plan.model, plan.data_dir, model_values, train_values)
-    trial.set_user_attr("run_id", run.run_id)
+    runs = [plan_run(plan.dataset, plan.model, plan.data_dir, model_values, {**train_values, "seed": seed})
+            for seed in plan.seeds]
+    trial.set_user_attr("run_id", runs[0].run_id)
+    trial.set_user_attr("run_ids", [run.run_id for run in runs])
 
     def report(epoch: int, valid_auc: float | None) -> None:
         trial.report(valid_auc or 0.0, epoch)
         if trial.should_prune():
             raise optuna.TrialPruned()
 
-    try:
-        record = get_or_train(run, store, on_epoch=report)  # under the run's lock: a setting trains once
+    try:  # each under the run's lock: a setting trains once
+        records = [get_or_train(run, store, on_epoch=report if run is runs[0] else None) for run in runs]
     except optuna.TrialPruned:
         frozen = study.tell(trial, state=TrialState.PRUNED)
     except TrainingDiverged:
         trial.set_user_attr("diverged", True)  # a spent trial, unlike an interrupted one
         frozen = study.tell(trial, state=TrialState.FAIL)
     else:
-        frozen = study.tell(trial, record["training"]["best_valid_auc"]["all"])
+        frozen = study.tell(trial, sum(r["training"]["best_valid_auc"]["all"] for r in records) / len(records))
     return trial_result(plan, study, frozen)
 
 
@@ -360,8 +378,9 @@ def summarize(plan: StudyPlan, study: optuna.Study) -> TuneResult:
     trials = [trial_result(plan, study, t) for t in study.get_trials(deepcopy=False) if t.state in STATES and counted(t)]
     complete = [t for t in trials if t.state == "complete"]
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
-    return TuneResult(plan.model, plan.dataset, plan.name, plan.storage, OBJECTIVE, plan.budget(), plan.sampler,
-                      plan.pruner, {key: space.text() for key, space in plan.space.items()}, trials, best)
+    return TuneResult(plan.model, plan.dataset, plan.name, plan.storage, plan.objective(), plan.budget(),
+                      plan.sampler, plan.pruner, {key: space.text() for key, space in plan.space.items()}, trials,
+                      best)
 
 
 def best_settings(plan: StudyPlan, result: TuneResult) -> tuple[dict, dict]:
@@ -380,16 +399,19 @@ class TunedRecipe:
 def tune_models(recipe: Recipe, registered: dict[str, str], dataset: str, data_dir: Path, runs_dir: Path,
                 jobs: int = 1, on_trial: OnTrial | None = None) -> TunedRecipe:
     """Tune every model of a recipe (its name -> the registered model) with its `[tune]` budget, trials seeded
-    with the recipe's first seed, so that the best trial's run is the comparison's run of that seed. Every
-    space is checked before any trial runs."""
+    with the recipe's first seeds (`[tune] seeds`, one by default), so that the best trial's runs are the
+    comparison's runs of those seeds. Every space is checked before any trial runs."""
     settings = recipe.tune
-    entries = {**recipe.train, "seed": recipe.seeds[0]}
-    plans = {name: plan_study(model, dataset, data_dir, runs_dir, {**entries, **recipe.model.get(name, {})},
+    if settings.seeds > len(recipe.seeds):
+        raise UserError(f"[tune] seeds = {settings.seeds}, but the recipe has {len(recipe.seeds)} seeds")
+    seeds, train = recipe.seeds[:settings.seeds], {k: v for k, v in recipe.train.items() if k != "seed"}
+    plans = {name: plan_study(model, dataset, data_dir, runs_dir, {**train, **recipe.model.get(name, {})},
                               settings.trials, settings.seconds, settings.sampler, settings.pruner,
-                              replace_space=settings.space == "recipe") for name, model in registered.items()}
+                              replace_space=settings.space == "recipe", seeds=seeds)
+             for name, model in registered.items()}
     results = {name: run_study(plan, jobs, on_trial) for name, plan in plans.items()}
     protocol = {"budget": next(iter(plans.values())).budget(), "sampler": settings.sampler,
-                "pruner": settings.pruner, "objective": OBJECTIVE,
+                "pruner": settings.pruner, "objective": next(iter(plans.values())).objective(),
                 "settings": {name: r.best and r.best.settings for name, r in results.items()},
                 "spaces": {name: r.space for name, r in results.items()},
                 "studies": {name: r.study for name, r in results.items()}}
