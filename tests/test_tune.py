@@ -13,7 +13,7 @@ from mscbench import cli as cli_module
 from mscbench.cli import main
 from mscbench.data.prepare import prepare_synthetic
 from mscbench.errors import UserError
-from mscbench.experiment import execution
+from mscbench.experiment import execution, tune
 from mscbench.experiment.tune import load_study, model_space, open_storage, plan_study, run_study
 from mscbench.results.store import RunStore
 from mscbench.space import Choice, IntRange, LogUniform, SpaceError, Uniform, parse_space
@@ -132,6 +132,20 @@ def test_a_trial_over_several_seeds_is_scored_on_their_mean(tiny_data, tmp_path)
         assert trial.value == pytest.approx(sum(values) / 2) and values[0] != values[1]
     again = run_study(study(tiny_data, runs, seeds=[0, 1]))
     assert again.trials == result.trials  # complete: nothing trained
+
+
+def test_a_trial_asked_beyond_the_budget_is_given_back(tiny_data, tmp_path, monkeypatch):
+    """Two machines each counted 1 of 2 trials, then both asked: the one numbered third gives its trial back."""
+    plan = study(tiny_data, tmp_path / "runs", trials=2)
+    first = run_study(plan)
+    answers = iter([False])  # this worker counted before the other machine's trial was asked
+    monkeypatch.setattr(tune, "spent", lambda plan, study: next(answers, True))
+    tune.work(plan, 0, None)
+    surplus = load_study(plan, open_storage(plan.storage)).get_trials()[-1]
+    assert surplus.number == 2 and surplus.state == optuna.trial.TrialState.FAIL and surplus.user_attrs["surplus"]
+    assert not RunStore(tmp_path / "runs").is_trained(surplus.user_attrs.get("run_id", "none"))  # nothing ran
+    monkeypatch.undo()
+    assert run_study(plan).trials == first.trials  # not counted, not listed
 
 
 @pytest.fixture

@@ -271,11 +271,15 @@ def work(plan: StudyPlan, worker: int, on_trial: OnTrial | None) -> None:
     study.sampler = make_sampler(plan, worker * 1_000_003 + len(study.get_trials(deepcopy=False)))
     store = RunStore(plan.runs_dir)
     while True:
-        with study_lock(plan):  # counting and asking as one step: no worker goes over the budget
+        with study_lock(plan):  # counting and asking as one step: no worker of this machine goes over the budget
             if spent(plan, study):
                 return
             trial = study.ask()
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if beyond_budget(plan, study, trial.number):  # another machine asked the last trial first
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            return
         result = run_trial(plan, study, trial, store)
         if on_trial is not None:
             on_trial(result)
@@ -290,6 +294,13 @@ def spent(plan: StudyPlan, study: optuna.Study) -> bool:
         return True
     sampler = study.sampler
     return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+
+
+def beyond_budget(plan: StudyPlan, study: optuna.Study, number: int) -> bool:
+    """Whether the trials numbered before `number` already spend a budget of trials. The storage numbers the
+    trials in the order they were asked, whichever machine asked: the first `trials` counted ones run."""
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number and counted(t)]
+    return plan.trials is not None and len(earlier) >= plan.trials
 
 
 def counted(trial: optuna.trial.FrozenTrial) -> bool:
