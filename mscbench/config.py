@@ -51,7 +51,10 @@ class TrainConfig:
     data_on_device: Literal["auto", "always", "never"] = "auto"
     # torch.compile the model for training steps (CUDA: "reduce-overhead", CUDA graphs): fewer launches per step
     # for long runs. Batches of the full batch size run compiled, the ragged last batch of an epoch eagerly
-    # (no recompilation, no sample dropped); prediction runs eagerly. Compile time is reported apart.
+    # (no recompilation, no sample dropped); prediction runs eagerly. Compile time is reported apart. One graph
+    # serves every pattern of rows per scenario: compiled, a scenario's branch runs on 0 rows when the batch has
+    # none of them, so its parameters get zero gradients where eager gives none, and Adam still moves them by
+    # their momentum on such a batch (eager leaves them alone there).
     compile: bool = False
 
     def __post_init__(self) -> None:

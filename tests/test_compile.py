@@ -1,10 +1,14 @@
 """`compile = true`: a compiled training step learns as the eager one, its compile time is reported apart;
-every registered model's forward keeps to its known graph breaks (torch._dynamo.explain)."""
+every registered model's forward traces without a graph break (torch._dynamo.explain) and compiles once for
+every pattern of rows per scenario."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from mscbench.config import TrainConfig, build_config
 from mscbench.data.loader import load_split
@@ -34,7 +38,8 @@ def trained(name, manifest, splits, **settings):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dnn", "m2m"])  # m2m: a custom autograd Function inside the graph
+# m2m: a custom autograd Function inside the graph; star, hamur: rows routed by scenario, PartitionedNorm
+@pytest.mark.parametrize("name", ["dnn", "m2m", "star", "hamur"])
 def test_a_compiled_step_follows_the_eager_loss_trajectory(name, splits, monkeypatch):
     monkeypatch.setattr(trainer, "COMPILE_BACKEND", "aot_eager")  # inductor's C++ build takes minutes here
     manifest, data = splits
@@ -50,28 +55,56 @@ def test_a_compiled_step_follows_the_eager_loss_trajectory(name, splits, monkeyp
     assert eager.compile_seconds == 0.0
 
 
-# Graph breaks that cannot be removed without changing what a model computes, per model (all from routing
-# rows by scenario: how many rows each scenario has decides the shapes that follow, data-dependent by nature).
-ROUTING = "rows per scenario (torch.bincount) decide the shapes of each scenario's branch"
-KNOWN_BREAKS = {
-    "adaptdhm": (2, ROUTING), "dupn": (2, ROUTING), "hamur": (6, ROUTING), "m3oe": (9, ROUTING),
-    "mmoe": (4, ROUTING), "ple": (2, ROUTING), "saml": (3, ROUTING), "saml_no_aux": (3, ROUTING),
-    "saml_no_gate": (6, ROUTING), "saml_no_gate_mut": (3, ROUTING), "sarnet": (2, ROUTING),
-    "shared_bottom": (2, ROUTING), "star": (4, ROUTING),
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_a_models_forward_has_no_graph_break_beyond_its_known_ones(name):
-    """torch._dynamo.explain (backend "eager": traced, not compiled) of a training-mode forward pass."""
+def test_a_models_forward_has_no_graph_break(name):
+    """torch._dynamo.explain (backend "eager": traced, not compiled) of a training-mode forward pass, under the
+    setting the trainer compiles with (rows per scenario as symbolic sizes)."""
     torch.manual_seed(0)
     manifest = tiny_manifest()
     model = build_model(name, manifest).train()
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(model)(random_batch(manifest, 32))
-    allowed, reason = KNOWN_BREAKS.get(name, (0, "none"))
+    with trainer.capturing_scalars():
+        explained = torch._dynamo.explain(model)(random_batch(manifest, 32))
     reasons = sorted({str(b.reason).splitlines()[0] for b in explained.break_reasons})
-    assert explained.graph_break_count == allowed, (
-        f"{name}: {explained.graph_break_count} graph breaks, {allowed} known ({reason}); new ones: {reasons}")
-    assert all("bincount" in str(b.reason) for b in explained.break_reasons), reasons
+    assert explained.graph_break_count == 0, f"{name}: {explained.graph_break_count} graph breaks: {reasons}"
+
+
+# Batches of 32 rows over 4 scenarios (None: all, in turn): one scenario only; scenario 0 absent; scenario 3
+# on a single row; two absent, the rest uneven; all, uneven
+SCENARIO_PATTERNS = [None, [2], [1, 2, 3], [0] * 15 + [1] * 16 + [3], [0, 3, 3, 3], [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]]
+
+
+def loss_and_gradients(forward, model, batch, seed):
+    """The training loss of `batch` and every parameter's gradient (zeros where it has none: a branch whose
+    scenario is absent runs on no rows when compiled, and does not run eagerly)."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same dropout masks
+    loss = trainer.batch_loss(forward, batch)
+    loss.backward()
+    return loss.item(), [torch.zeros_like(p) if p.grad is None else p.grad.to_dense() for p in model.parameters()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_a_model_compiles_once_for_every_pattern_of_rows_per_scenario(name, monkeypatch):
+    """One graph serves batches of one shape whatever their rows per scenario (the models that route rows by
+    scenario read those counts), and computes what eager does."""
+    counter = CompileCounterWithBackend("aot_eager")  # counts the graphs Dynamo hands to aot_eager
+    monkeypatch.setattr(trainer, "COMPILE_BACKEND", counter)
+    torch.manual_seed(0)
+    manifest = tiny_manifest()
+    model = build_model(name, manifest).train()
+    eager = copy.deepcopy(model)
+    torch._dynamo.reset()
+    step = trainer.compiled(model, CPU)
+    for seed, scenarios in enumerate(SCENARIO_PATTERNS):
+        batch = random_batch(manifest, 32, scenarios, seed)
+        compiled_loss, compiled_gradients = loss_and_gradients(step, model, batch, seed)
+        eager_loss, eager_gradients = loss_and_gradients(eager, eager, batch, seed)
+        assert compiled_loss == pytest.approx(eager_loss, abs=1e-5), scenarios
+        for ours, theirs in zip(compiled_gradients, eager_gradients, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+        assert counter.frame_count == 1, f"{name}: compiled again (or broke the graph) for scenarios {scenarios}"
+    for ours, theirs in zip(model.buffers(), eager.buffers(), strict=True):  # running statistics
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)

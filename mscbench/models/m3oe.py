@@ -30,7 +30,7 @@ from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register
 from mscbench.models.blocks.embedding import FeatureEmbedding
-from mscbench.models.blocks.routing import StarLinear, route_by_scenario
+from mscbench.models.blocks.routing import StarLinear, route_by_scenario, rows_per_scenario
 from mscbench.models.cel import EmbeddingSettings
 
 
@@ -114,7 +114,7 @@ class M3oE(nn.Module):
         losses = nn.functional.binary_cross_entropy_with_logits(logit, batch.label, reduction="none")  # [B]
         scenarios = len(self.towers)
         sums = losses.new_zeros(scenarios).index_add(0, batch.scenario, losses)  # [N]
-        counts = torch.bincount(batch.scenario, minlength=scenarios)  # [N]
+        counts = rows_per_scenario(batch.scenario, scenarios)  # [N]
         per_domain = (sums / counts.clamp_min(1)).sum()
         return per_domain - losses.mean()
 

@@ -52,11 +52,25 @@ class FitResult:
 COMPILE_BACKEND = "inductor"  # torch.compile's backend (tests use "aot_eager", which compiles in seconds)
 
 
-def compiled(model: nn.Module, device: torch.device) -> nn.Module:
+def capturing_scalars():
+    """The Dynamo setting a compiled forward traces under: `.tolist()` (the rows per scenario that
+    `route_by_scenario` reads) gives symbolic sizes, so one graph serves every pattern of counts, where it
+    would break the graph and recompile for each new pattern. A context around each compiled call (Dynamo
+    reads its config when it traces), not set at import, which would change whatever else the process compiles."""
+    return torch._dynamo.config.patch(capture_scalar_outputs=True)
+
+
+def compiled(model: nn.Module, device: torch.device) -> Callable:
     """`model` compiled for training steps of one fixed batch shape: on CUDA in "reduce-overhead" mode, whose
     CUDA graphs replay a step's kernels with one launch. It shares `model`'s parameters and buffers."""
     mode = {"mode": "reduce-overhead"} if device.type == "cuda" and COMPILE_BACKEND == "inductor" else {}
-    return torch.compile(model, backend=COMPILE_BACKEND, dynamic=False, **mode)
+    step_model = torch.compile(model, backend=COMPILE_BACKEND, dynamic=False, **mode)
+
+    def compiled_forward(batch):
+        with capturing_scalars():
+            return step_model(batch)
+
+    return compiled_forward
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -281,7 +295,7 @@ def say(progress: Progress | None, message: str) -> None:
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, data: SplitData,
                 config: TrainConfig, device: torch.device, epoch: int, progress: Progress | None,
-                step: int = 0, shard: tuple[int, int] = (0, 1), step_model: nn.Module | None = None,
+                step: int = 0, shard: tuple[int, int] = (0, 1), step_model: Callable | None = None,
                 timing: dict | None = None) -> tuple[float, int]:
     """One pass over `data` starting at global training step `step`; returns the mean training loss (read
     once, not per step: no host syncs) and the global step reached.

@@ -9,20 +9,39 @@ import torch
 from torch import nn
 
 
+def rows_per_scenario(scenario: torch.Tensor, num_scenarios: int) -> torch.Tensor:
+    """[N] int64: how many rows each scenario has. bincount's numbers, but in a tensor of fixed shape
+    (bincount's grows with the largest id), which a compiled graph can hold without a break."""
+    ones = torch.ones_like(scenario, dtype=torch.long)
+    return torch.zeros(num_scenarios, dtype=torch.long, device=scenario.device).index_add(0, scenario, ones)
+
+
 def route_by_scenario(branches: Sequence[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
                       scenario: torch.Tensor) -> torch.Tensor:
     """Apply `branches[t]` to the rows of scenario t only, and put the outputs back in row order.
 
     Each branch runs on its own samples (its cost grows with its traffic, not the batch), and its
     parameters receive gradient only from them; per-branch batch statistics see only its own rows.
+    Compiled, a branch also runs when its scenario has no rows, so it must accept an empty input.
     """
-    counts = torch.bincount(scenario, minlength=len(branches)).tolist()  # the one host sync per call
-    if max(counts) == len(x):  # one scenario in the batch: its branch takes the rows as they are
+    counts = rows_per_scenario(scenario, len(branches)).tolist()  # the one host sync per call
+    if torch.compiler.is_compiling():
+        # compiled with capture_scalar_outputs (trainer.compiled), the counts are symbolic sizes: one graph
+        # serves every pattern of counts, but cannot branch on them, so every branch runs (on 0 rows where
+        # its scenario is absent: no output rows, a zero gradient). The last count is written as the rest
+        # of the batch, so that the pieces provably add up to len(x): from a sum of unknown counts Dynamo
+        # cannot tell even whether the output is empty, and breaks the graph to ask.
+        counts[-1] = len(x) - sum(counts[:-1])
+        for n in counts:
+            torch._check(n >= 0)
+        running = range(len(branches))
+    elif max(counts) == len(x):  # one scenario in the batch: its branch takes the rows as they are
         return branches[counts.index(len(x))](x)
+    else:
+        running = [t for t, n in enumerate(counts) if n]
     order = torch.argsort(scenario, stable=True)
     pieces = torch.split(x.index_select(0, order), counts)
-    outputs = [branch(piece) for branch, piece, n in zip(branches, pieces, counts) if n]
-    sorted_out = torch.cat(outputs, dim=0)
+    sorted_out = torch.cat([branches[t](pieces[t]) for t in running], dim=0)
     return torch.empty_like(sorted_out).index_copy(0, order, sorted_out)
 
 
@@ -61,7 +80,7 @@ class PartitionedNorm(nn.Module):
 
     def batch_statistics(self, x: torch.Tensor, scenario: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, d] mean and (biased) variance of each scenario's rows; updates the running statistics."""
-        counts = torch.bincount(scenario, minlength=len(self.running_mean)).to(x.dtype)[:, None]  # [N, 1]
+        counts = rows_per_scenario(scenario, len(self.running_mean)).to(x.dtype)[:, None]  # [N, 1]
         mean = torch.zeros_like(self.running_mean).index_add(0, scenario, x) / counts.clamp_min(1)  # [N, d]
         squares = torch.zeros_like(self.running_var).index_add(0, scenario,
                                                                (x - mean.index_select(0, scenario)).square())
