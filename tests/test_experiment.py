@@ -13,10 +13,12 @@ import pytest
 import mscbench
 from mscbench.config import Recipe, TrainConfig
 from mscbench.errors import UserError
+from mscbench.experiment import execution
 from mscbench.experiment.execution import execute
 from mscbench.experiment.planning import PACKAGE, plan_run, shared_model_code, training_code
 from mscbench.experiment.recipes import plan_recipe, with_options
-from mscbench.results.store import RunStore
+from mscbench.results.store import BEGUN_FILE, RunStore
+from mscbench.training import trainer
 from mscbench.training.trainer import resolved_threads
 
 FAST = {"epochs": 1, "batch_size": 1024, "threads": 1}
@@ -54,6 +56,34 @@ def test_a_run_made_by_other_code_is_not_reused(data_dir, tmp_path):
     assert "‡" not in out
     out = finished(mscbench_process(copy, *train))
     assert "reusing dnn (seed 0)" in out and "stale" not in out
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("begun_by", ["same", "other", None])  # None: a run begun before the code was recorded
+def test_an_interrupted_run_resumes_only_under_the_code_that_began_it(begun_by, data_dir, tmp_path, monkeypatch):
+    plan = plan_run("synthetic", "dnn", data_dir, {}, {**FAST, "epochs": 2})
+    store = RunStore(tmp_path / "runs")
+
+    def stop(epoch, valid_auc):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):  # killed after its first epoch: a checkpoint is left
+        execution.get_or_train(plan, store, on_epoch=stop)
+    begun = store.path(plan.run_id) / BEGUN_FILE
+    assert store.begun_by(plan.run_id) == plan.code
+    if begun_by is None:
+        begun.unlink()
+    elif begun_by == "other":
+        begun.write_text("0123456789abcdef")
+    restored = []
+    monkeypatch.setattr(trainer, "restore", lambda *args, restore=trainer.restore: restored.append(1) or restore(*args))
+    record = execution.get_or_run(plan, store)
+    assert restored == ([1] if begun_by == "same" else [])  # another code's checkpoint is not resumed
+    assert record.training.epochs_run == 2 and record.code == plan.code == begun.read_text()
+    assert store.begun_by(plan.run_id) is None  # complete: no checkpoint left
 
 
 def test_the_code_fingerprint_covers_the_shared_model_code_and_the_trainer_not_other_models():

@@ -78,7 +78,7 @@ def test_plot_command_draws_stored_runs(tmp_path, capsys):
     store = RunStore(tmp_path / "runs")
     records = runs_with_extras()
     for record in records:
-        store.begin(record.run_id, {}, resume=False)
+        store.begin(record.run_id, {}, "code", resume=False)
         store.finish(record, histories([record])[record.run_id], {}, predictions_of(record))
     out = tmp_path / "plots"
     assert main(["plot", "--runs-dir", str(store.root), "--base", "dnn", "--out", str(out)]) == 0

@@ -159,7 +159,7 @@ def test_predictions_of_the_wrong_length_name_the_file(trained, capsys, data_dir
 
 def test_every_record_field_survives_the_store(tmp_path):
     store = RunStore(tmp_path)
-    store.begin(RECORDS[0].run_id, {}, resume=False)
+    store.begin(RECORDS[0].run_id, {}, "code", resume=False)
     store.finish(RECORDS[0], [], {}, {"prob": np.zeros(3), "label": np.zeros(3), "scenario": np.zeros(3)})
     assert store.load(RECORDS[0].run_id) == RECORDS[0]
     assert asdict(store.load(RECORDS[0].run_id)) == asdict(RECORDS[0])

@@ -49,8 +49,9 @@ from mscbench.training.trainer import (
     seed_everything,
 )
 
-# a run's state in the store, against its plan (trained: by tuning, weights stored, test split not yet read)
-MISSING, TRAINED, COMPLETE, STALE = "missing", "trained", "complete", "stale"
+# a run's state in the store, against its plan (trained: by tuning, weights stored, test split not yet read;
+# begun elsewhere: interrupted, its checkpoint made by other code)
+MISSING, TRAINED, COMPLETE, STALE, BEGUN_ELSEWHERE = "missing", "trained", "complete", "stale", "begun elsewhere"
 
 
 def get_or_run(plan: PlannedRun, store: RunStore, progress: Progress | None = None, rerun: bool = False,
@@ -78,9 +79,11 @@ def get_or_run(plan: PlannedRun, store: RunStore, progress: Progress | None = No
         if state == STALE:
             say(f"retraining {described}: its stored run {plan.run_id} was made by other code "
                 "(--allow-stale keeps it)")
+        elif state == BEGUN_ELSEWHERE:
+            say(f"training {described} afresh: its interrupted run was begun by other code")
         else:
             say(f"training {described}")
-        fresh = rerun or state == STALE  # nothing of another code's run is resumed
+        fresh = rerun or state in (STALE, BEGUN_ELSEWHERE)  # nothing of another code's run is resumed
         return execute(plan, store, progress if is_main_process() else None, resume=resume and not fresh)
 
 
@@ -93,7 +96,8 @@ def run_state(plan: PlannedRun, store: RunStore) -> str:
         return STALE if is_stale(store.load(plan.run_id), plan) else COMPLETE
     if store.is_trained(plan.run_id):
         return STALE if store.load_trained(plan.run_id)["code"] != plan.code else TRAINED
-    return MISSING
+    begun = store.begun_by(plan.run_id)
+    return BEGUN_ELSEWHERE if begun is not None and begun != plan.code else MISSING
 
 
 def get_or_train(plan: PlannedRun, store: RunStore, on_epoch: EpochHook | None = None) -> dict:
@@ -112,7 +116,7 @@ def get_or_train(plan: PlannedRun, store: RunStore, on_epoch: EpochHook | None =
 def train_joint(plan: PlannedRun, store: RunStore, resume: bool, on_epoch: EpochHook | None) -> None:
     """Train on the training split with early stopping on the validation split and store the weights,
     curves and training record, without reading the test split."""
-    directory = store.begin(plan.run_id, plan.resolved, resume=resume)
+    directory = store.begin(plan.run_id, plan.resolved, plan.code, resume=resume)
     device = choose_device(plan.train.device)
     splits = {split: load_split(plan.dataset_path, plan.manifest, split) for split in ("train", "valid")}
     started = time.perf_counter()
@@ -151,7 +155,7 @@ def execute(plan: PlannedRun, store: RunStore, progress: Progress | None = None,
             resume: bool = False) -> RunRecord | None:
     """Train, evaluate and store the run (the main process writes; under torchrun the others return None)."""
     main = is_main_process()
-    directory = store.begin(plan.run_id, plan.resolved, resume=resume) if main else None
+    directory = store.begin(plan.run_id, plan.resolved, plan.code, resume=resume) if main else None
     device = process_device(choose_device(plan.train.device))
     splits = {split: load_split(plan.dataset_path, plan.manifest, split) for split in ("train", "valid", "test")}
     started = time.perf_counter()

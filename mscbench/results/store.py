@@ -23,6 +23,7 @@ from mscbench.results.record import RunRecord
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE = "config.toml", "metrics.json", "history.jsonl"
 MODEL_FILE, PREDICTIONS_FILE, CHECKPOINT_FILE = "model.pt", "predictions.npz", "checkpoint.pt"
 TRAINED_FILE = "trained.json"  # a run tuning trained but did not evaluate: its record without test metrics
+BEGUN_FILE = "begun-by.txt"  # the code fingerprint a run was begun with: a checkpoint resumes under that code only
 
 
 class RunStore:
@@ -35,14 +36,25 @@ class RunStore:
     def is_complete(self, run_id: str) -> bool:
         return (self.path(run_id) / METRICS_FILE).exists()
 
-    def begin(self, run_id: str, resolved: dict, resume: bool) -> Path:
-        """Create the run directory (emptied unless resuming) and write its resolved config."""
+    def begin(self, run_id: str, resolved: dict, code: str, resume: bool) -> Path:
+        """Create the run directory (emptied unless resuming) and write its resolved config and the code
+        fingerprint it is begun with."""
         directory = self.path(run_id)
         if directory.exists() and not resume:
             shutil.rmtree(directory)
         self.make(directory)
         write_atomic(directory / CONFIG_FILE, to_toml(resolved))
+        write_atomic(directory / BEGUN_FILE, code)
         return directory
+
+    def begun_by(self, run_id: str) -> str | None:
+        """The code fingerprint an interrupted run's checkpoints were made by ("" when the run predates the
+        record of it); None when the run has no checkpoint to resume."""
+        directory = self.path(run_id)
+        if not any(directory.glob("checkpoint*.pt")):
+            return None
+        begun = directory / BEGUN_FILE
+        return begun.read_text() if begun.exists() else ""
 
     def make(self, directory: Path) -> None:
         try:
