@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import polars as pl
@@ -10,7 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mscbench.data.errors import DataError
-from mscbench.data.prepare import prepare_synthetic
+from mscbench.data.prepare import list_prepared, prepare_synthetic
 from mscbench.data.sources import synthetic
 from mscbench.data.sources.synthetic import (
     DAYS,
@@ -154,3 +158,21 @@ def test_the_chunk_size_changes_no_value(monkeypatch, generated):
     frame, parts = generate_with_parts(PARAMS)
     assert frame.equals(generated[0])
     assert all(np.array_equal(parts[name], generated[1][name]) for name in parts)
+
+
+def test_a_killed_synthetic_prepare_leaves_scratch_that_the_next_one_removes(tmp_path):
+    """kill -9 while the log is generated: its scratch folder stays (nothing runs at a SIGKILL), is hidden
+    from the prepared datasets, and the next prepare of the same dataset removes it."""
+    rows = 400_000
+    code = f"from mscbench.data.prepare import prepare_synthetic; prepare_synthetic({str(tmp_path)!r}, rows={rows})"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "synthetic").glob(".*scratch*/*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    left = list((tmp_path / "synthetic").glob(".*scratch*"))
+    assert left and list_prepared(tmp_path) == []
+    result = prepare_synthetic(tmp_path, rows=rows)
+    folders = [path.name for path in (tmp_path / "synthetic").iterdir() if path.is_dir()]
+    assert not result.reused and folders == [result.path.name]  # no scratch, no staging left

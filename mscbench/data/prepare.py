@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import math
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,19 +129,23 @@ def prepare_synthetic(data_dir: Path, rows: int | None = None, scenarios: int = 
                       progress: Progress | None = None, force: bool = False) -> PrepareResult:
     """Generate and prepare the synthetic dataset (variant "default" for the default arguments)."""
     params = SyntheticParams(DEFAULT_ROWS if rows is None else rows, scenarios, seed)
+    spec = synthetic_spec(params)
     report = progress or ignore
     with contextlib.ExitStack() as cleanup:
 
         def load() -> pl.LazyFrame:
             """The generated log written frame by frame (bounded memory) into a scratch folder that lives
-            until the prepared files are written, then read back as one stream."""
+            until the prepared files are written, then read back as one stream. Named as a staging folder
+            of the target, so the next prepare of it removes the scratch a killed one left."""
             report(f"generating {params.rows:,} synthetic impressions")
-            scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".synthetic-", dir=data_dir)))
+            target = dataset_dir(data_dir, spec.name, spec.variant)
+            scratch = staging_folder(target.parent, f".{target.name}.partial-scratch-")
+            cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
             for number, frame in enumerate(generate_in_chunks(params)[0]):  # the logit's parts are not kept
                 frame.write_parquet(scratch / f"{number:06d}.parquet")
             return pl.scan_parquet(scratch / "*.parquet")
 
-        return prepare(synthetic_spec(params), load, data_dir, progress, force)
+        return prepare(spec, load, data_dir, progress, force)
 
 
 def prepare_synthetic_source(raw_dir: Path | None, data_dir: Path, progress: Progress | None = None,
