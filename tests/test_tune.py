@@ -15,6 +15,7 @@ from mscbench.data.prepare import prepare_synthetic
 from mscbench.errors import UserError
 from mscbench.experiment import execution, tune
 from mscbench.experiment.tune import load_study, model_space, open_storage, plan_study, run_study
+from mscbench.results.report import to_markdown
 from mscbench.results.store import RunStore
 from mscbench.space import Choice, IntRange, LogUniform, SpaceError, Uniform, parse_space
 
@@ -216,6 +217,14 @@ space = "recipe"
     assert " trial " not in out and "training" not in out  # studies complete, runs stored: nothing trained
     assert "Each model tuned with the same budget (2 trials per model, random sampler" in out
     assert "the test split untouched while tuning" in out
+    with_reference = api.compare(recipe=recipe, transfer_base="dnn:individual", data_dir=tmp_path / "data",
+                                 runs_dir=runs)  # the reference at dnn's tuned setting, not a range
+    store = RunStore(runs)
+    references = [store.load(path.name) for path in runs.iterdir() if store.is_complete(path.name)
+                  and store.load(path.name).protocol == "individual"]
+    assert {run.config["train"]["lr"] for run in references} == {tuning["settings"]["dnn"]["lr"]}
+    assert with_reference.comparison.transfer.reference == "dnn:individual" and len(references) == 2
+    assert "The reference trains at dnn's tuned setting" in to_markdown(with_reference.comparison)
     untuned = api.compare(recipe=recipe, tune=False, data_dir=tmp_path / "data", runs_dir=runs)
     assert untuned.comparison.tuning == {} and len(untuned.runs) == 4  # no study: defaults at the same budget
     assert {(run.config["train"]["lr"], run.config["train"]["epochs"]) for run in untuned.runs} == {(1e-3, 1)}

@@ -57,11 +57,17 @@ def untuned(recipe: Recipe) -> Recipe:
                                model={name: fixed(values) for name, values in recipe.model.items()})
 
 
-def reference_recipe(recipe: Recipe, reference: str) -> Recipe:
+def reference_recipe(recipe: Recipe, reference: str, tuned: TunedRecipe | None = None) -> Recipe:
     """The runs of a transfer reference, MODEL[:PROTOCOL]: that model alone, trained with that protocol and
-    otherwise as the recipe says (dataset, seeds, settings, the model's hyperparameters)."""
+    otherwise as the recipe says (dataset, seeds, settings, the model's hyperparameters). In a tuned recipe
+    that tuned MODEL, the reference trains at MODEL's tuned setting, so that it is not the one untuned model
+    of the comparison; else at the recipe's fixed settings."""
     model, protocol = split_reference(reference)
-    return dataclasses.replace(recipe, models=(model,), base=model, train={**recipe.train, "protocol": protocol})
+    untuned_recipe = untuned(recipe)
+    hyperparameters, train = (tuned.settings[model] if tuned and model in tuned.settings
+                              else (untuned_recipe.model.get(model, {}), untuned_recipe.train))
+    return dataclasses.replace(untuned_recipe, models=(model,), base=model, train={**train, "protocol": protocol},
+                               model={model: hyperparameters})
 
 
 def recipe_dataset(recipe: Recipe, data_dir: Path) -> str:
@@ -144,7 +150,7 @@ def run_recipe(recipe: Recipe, data_dir: Path, store: RunStore, progress: Progre
     first (`on_trial` is told of each finished trial)."""
     tuned = tune_recipe(recipe, data_dir, store.root, on_trial)
     plans = plan_recipe(recipe, data_dir, tuned)
-    reference = reference_recipe(recipe, transfer_base) if transfer_base else None
+    reference = reference_recipe(recipe, transfer_base, tuned) if transfer_base else None
     reference_plans = plan_recipe(reference, data_dir) if reference else []
     records = run_plans(plans + reference_plans, store, progress, rerun, allow_stale)
     records, reference_records = named(records[:len(plans)], recipe), records[len(plans):]

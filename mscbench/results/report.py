@@ -405,12 +405,21 @@ def transfer_layout(comparison: Comparison) -> Layout:
              percent(row.mean_relative_improvement)] for row in transfer.rows]
     model, protocol = split_reference(transfer.reference)
     parts = [(f"Negative transfer: each model's mean test AUC minus that of {model} trained with the {protocol} "
-             f"protocol ({transfer.reference}), per scenario."),
+             f"protocol ({transfer.reference}), per scenario."), reference_setting(comparison, model),
              marks_sentence(comparison, [row.gains for row in transfer.rows],
                             f"{MARK} significant gain, {LOSS_MARK} significant loss,", "comparisons of this view"),
              ("Mean relative improvement: the mean over scenarios of (AUC - AUC_ref) / AUC_ref, LibMTL's multi-task "
              "measure (Lin & Zhang, JMLR 2023).")]
     return Layout(header, rows, set(), " ".join(part for part in parts if part))
+
+
+def reference_setting(comparison: Comparison, model: str) -> str:
+    """How the transfer reference's setting was chosen, where the models compared were tuned."""
+    if not comparison.tuning:
+        return ""
+    if model in comparison.tuning["settings"]:
+        return f"The reference trains at {model}'s tuned setting above (tuned with the joint protocol)."
+    return f"The reference is not tuned: {model} at the recipe's fixed settings."
 
 
 def layouts(comparison: Comparison, by: str) -> list[Layout]:
