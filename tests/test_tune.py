@@ -182,25 +182,7 @@ def test_bad_tune_input_is_one_line_and_nothing_is_written(args, message, tiny_d
 
 
 def test_a_tuned_recipe_compares_each_models_best_setting(tmp_path, capsys, wide_console):
-    recipe = tmp_path / "fair.toml"
-    recipe.write_text("""
-dataset = "synthetic"
-models = ["dnn", "lr"]
-base = "dnn"
-seeds = [0, 1]
-[prepare]
-rows = 4000
-[train]
-epochs = 1
-threads = 1
-lr = {log = [1e-3, 3e-2]}
-[model.dnn]
-hidden = {choice = [[16], [32]]}
-[tune]
-trials = 2
-sampler = "random"
-space = "recipe"
-""")
+    recipe = tuned_recipe(tmp_path, models=["dnn", "lr"], model_table='[model.dnn]\nhidden = {choice = [[16], [32]]}')
     runs, exported = tmp_path / "runs", tmp_path / "fair.json"
     args = ["compare", "--recipe", str(recipe), "--data-dir", str(tmp_path / "data"), "--runs-dir", str(runs)]
     assert main([*args, "--format", "json", "--output", str(exported)]) == 0
@@ -237,10 +219,25 @@ def best_run(runs, study_name):
 
 
 def test_a_recipe_can_tune_on_several_of_its_seeds(tmp_path, capsys):
-    recipe = tmp_path / "fair.toml"
-    text = """
+    recipe = tuned_recipe(tmp_path, models=["dnn"], tune_extra="seeds = 2")
+    runs = tmp_path / "runs"
+    result = api.compare(recipe=recipe, data_dir=tmp_path / "data", runs_dir=runs)
+    assert result.comparison.tuning["objective"].endswith("mean over seeds 0, 1")
+    best = optuna.load_study(study_name=result.comparison.tuning["studies"]["dnn"],
+                             storage=f"sqlite:///{runs / 'tuning.db'}").best_trial
+    assert [run.run_id for run in result.runs] == best.user_attrs["run_ids"]  # both seeds' runs: the trial's
+    recipe = tuned_recipe(tmp_path, models=["dnn"], tune_extra="seeds = 3")
+    assert main(["compare", "--recipe", str(recipe), "--data-dir", str(tmp_path / "data"),
+                 "--runs-dir", str(runs)]) == 2
+    assert "[tune] seeds = 3, but the recipe has 2 seeds" in capsys.readouterr().err
+
+
+def tuned_recipe(directory, models, model_table="", tune_extra=""):
+    """A small tuned recipe: 2 seeds, 1 epoch, lr the one range of the training settings, 2 random trials."""
+    recipe = directory / "fair.toml"
+    recipe.write_text(f"""
 dataset = "synthetic"
-models = ["dnn"]
+models = {json.dumps(models)}
 base = "dnn"
 seeds = [0, 1]
 [prepare]
@@ -248,21 +245,12 @@ rows = 4000
 [train]
 epochs = 1
 threads = 1
-lr = {log = [1e-3, 3e-2]}
+lr = {{log = [1e-3, 3e-2]}}
+{model_table}
 [tune]
 trials = 2
 sampler = "random"
 space = "recipe"
-seeds = SEEDS
-"""
-    recipe.write_text(text.replace("SEEDS", "2"))
-    runs = tmp_path / "runs"
-    result = api.compare(recipe=recipe, data_dir=tmp_path / "data", runs_dir=runs)
-    assert result.comparison.tuning["objective"].endswith("mean over seeds 0, 1")
-    best = optuna.load_study(study_name=result.comparison.tuning["studies"]["dnn"],
-                             storage=f"sqlite:///{runs / 'tuning.db'}").best_trial
-    assert [run.run_id for run in result.runs] == best.user_attrs["run_ids"]  # both seeds' runs: the trial's
-    recipe.write_text(text.replace("SEEDS", "3"))
-    assert main(["compare", "--recipe", str(recipe), "--data-dir", str(tmp_path / "data"),
-                 "--runs-dir", str(runs)]) == 2
-    assert "[tune] seeds = 3, but the recipe has 2 seeds" in capsys.readouterr().err
+{tune_extra}
+""")
+    return recipe
