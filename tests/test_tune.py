@@ -218,21 +218,40 @@ def best_run(runs, study_name):
     return study.best_trial.user_attrs["run_id"]
 
 
+@pytest.mark.parametrize("tune, message", [
+    ("sampler = 'tpe'", "[tune] needs a budget: trials = N or seconds = S"),
+    ("trials = 0", "[tune] trials must be 1 or more, not 0"),
+    ("seconds = -5", "[tune] seconds must be more than 0"),
+    ("trials = 2\nseeds = 0", "[tune] seeds must be 1 or more, not 0"),
+    ("trials = 2\nsampler = 'annealing'", "sampler must be one of"),
+    ("trials = 2\nbudget = 3", "budget"),
+])
+def test_a_bad_tune_table_is_one_line_before_anything_is_written(tune, message, tmp_path, capsys):
+    recipe = tuned_recipe(tmp_path, models=["dnn"], tune=tune)
+    runs = tmp_path / "runs"
+    assert main(["compare", "--recipe", str(recipe), "--data-dir", str(tmp_path / "data"), "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not runs.exists()
+
+
 def test_a_recipe_can_tune_on_several_of_its_seeds(tmp_path, capsys):
-    recipe = tuned_recipe(tmp_path, models=["dnn"], tune_extra="seeds = 2")
+    recipe = tuned_recipe(tmp_path, models=["dnn"], tune=SMALL_TUNE + "\nseeds = 2")
     runs = tmp_path / "runs"
     result = api.compare(recipe=recipe, data_dir=tmp_path / "data", runs_dir=runs)
     assert result.comparison.tuning["objective"].endswith("mean over seeds 0, 1")
     best = optuna.load_study(study_name=result.comparison.tuning["studies"]["dnn"],
                              storage=f"sqlite:///{runs / 'tuning.db'}").best_trial
     assert [run.run_id for run in result.runs] == best.user_attrs["run_ids"]  # both seeds' runs: the trial's
-    recipe = tuned_recipe(tmp_path, models=["dnn"], tune_extra="seeds = 3")
+    recipe = tuned_recipe(tmp_path, models=["dnn"], tune=SMALL_TUNE + "\nseeds = 3")
     assert main(["compare", "--recipe", str(recipe), "--data-dir", str(tmp_path / "data"),
                  "--runs-dir", str(runs)]) == 2
     assert "[tune] seeds = 3, but the recipe has 2 seeds" in capsys.readouterr().err
 
 
-def tuned_recipe(directory, models, model_table="", tune_extra=""):
+SMALL_TUNE = 'trials = 2\nsampler = "random"\nspace = "recipe"'
+
+
+def tuned_recipe(directory, models, model_table="", tune=SMALL_TUNE):
     """A small tuned recipe: 2 seeds, 1 epoch, lr the one range of the training settings, 2 random trials."""
     recipe = directory / "fair.toml"
     recipe.write_text(f"""
@@ -248,9 +267,6 @@ threads = 1
 lr = {{log = [1e-3, 3e-2]}}
 {model_table}
 [tune]
-trials = 2
-sampler = "random"
-space = "recipe"
-{tune_extra}
+{tune}
 """)
     return recipe
