@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from mscbench.data.batch import Batch
@@ -62,3 +65,14 @@ def owned_gradients(model, scenario: int) -> list[torch.Tensor | None]:
         parameter, rows = owned if isinstance(owned, tuple) else (owned, slice(None))
         grads.append(None if parameter.grad is None else parameter.grad[rows])
     return grads
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with `count` CPU threads for torch's operators (the test session runs with one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

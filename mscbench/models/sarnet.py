@@ -111,13 +111,17 @@ class SARNet(nn.Module):
         interest_scenario = self.scenario_attention(scenario, behaviours, behaviours, mask)  # [B, d_a]  (2)
         interest_item = self.item_attention(target, behaviours, behaviours, mask)  # [B, d_a]  (3)
         x = torch.cat([fields.flatten(1), batch.dense, scenario, interest_scenario, interest_item], 1)  # (4)
-        x = x * self.transform_scale[batch.scenario] + self.transform_shift[batch.scenario]  # [B, D_x]  (5)
+        # rows picked by index_select: its backward adds in a fixed order, where advanced indexing's
+        # (index_put_ with accumulate) adds in whatever order the CPU threads reach the rows
+        scale = self.transform_scale.index_select(0, batch.scenario)  # [B, D_x]  w_t
+        shift = self.transform_shift.index_select(0, batch.scenario)  # [B, D_x]  b_t
+        x = x * scale + shift  # [B, D_x]  (5)
         shared = torch.stack([expert(x) for expert in self.shared_experts], dim=1)  # [B, K_sh, d_e]  (6)
         specific = route_by_scenario(
             [lambda rows, experts=experts: torch.stack([e(rows) for e in experts], 1).flatten(1)
              for experts in self.specific_experts], x, batch.scenario,
         ).view(len(x), -1, shared.shape[2])  # [B, K_sp, d_e]
-        gate = torch.softmax(self.gate(x) + self.gate_bias[batch.scenario], dim=1)  # [B, K_sh + K_sp]  (7)
+        gate = torch.softmax(self.gate(x) + self.gate_bias.index_select(0, batch.scenario), dim=1)  # [B, K_sh + K_sp]  (7)
         mixed = (gate.unsqueeze(2) * torch.cat([shared, specific], dim=1)).sum(1)  # [B, d_e]  h*
         return ModelOutput(self.head(mixed).squeeze(1), extras={"gate": gate.detach()})
 

@@ -4,7 +4,7 @@ import torch
 
 from mscbench.models import build_model
 from mscbench.models.blocks.routing import PartitionedNorm, StarLinear
-from tests.helpers import random_batch, tiny_manifest
+from tests.helpers import random_batch, tiny_manifest, torch_threads
 
 
 def built():
@@ -95,23 +95,19 @@ def test_partitioned_norm_gradients_are_the_same_on_every_call_with_several_thre
     """Rows are picked by index_select, whose backward adds in a fixed order: with advanced indexing
     (index_put_ with accumulate) the CPU threads added in whatever order they reached the rows, and STAR's
     metrics moved in the 7th digit from one run to the next at 2 threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        torch.manual_seed(0)
-        norm = PartitionedNorm(64, num_scenarios=3)
-        x = torch.randn(8192, 64, dtype=torch.float32)
-        scenario = torch.randint(0, 3, (8192,))
-        weight = torch.randn(8192, 64)
+    torch.manual_seed(0)
+    norm = PartitionedNorm(64, num_scenarios=3)
+    x = torch.randn(8192, 64, dtype=torch.float32)
+    scenario = torch.randint(0, 3, (8192,))
+    weight = torch.randn(8192, 64)
 
-        def gradient() -> torch.Tensor:
-            leaf = x.clone().requires_grad_()
-            (norm(leaf, scenario) * weight).sum().backward()
-            return torch.cat([leaf.grad.flatten(), *(p.grad.flatten() for p in norm.parameters())])
+    def gradient() -> torch.Tensor:
+        leaf = x.clone().requires_grad_()
+        (norm(leaf, scenario) * weight).sum().backward()
+        return torch.cat([leaf.grad.flatten(), *(p.grad.flatten() for p in norm.parameters())])
 
+    with torch_threads(2):
         first = gradient()
         for _ in range(10):
             norm.zero_grad()
             assert torch.equal(gradient(), first)
-    finally:
-        torch.set_num_threads(threads)
