@@ -15,7 +15,7 @@ from mscbench.cli import main
 from mscbench.eval.evaluation import METRICS, Metric
 from mscbench.results.record import OVERALL, RECORD_SCHEMA, RunRecord
 from mscbench.results.report import compare_runs, layout, render
-from mscbench.results.store import RunStore
+from mscbench.results.store import BEGUN_FILE, RunStore
 from tests.test_report import PREDICTIONS, RECORDS, comparison
 from tests.test_report import record as made_run
 
@@ -115,7 +115,9 @@ def trained(trained_once, data_dir, tmp_path, capsys):
 
 def test_a_corrupted_checkpoint_names_the_file_and_the_way_out(trained, capsys):
     args, directory = trained
-    (directory / "metrics.json").unlink()  # as if the run had been killed after an epoch
+    code = json.loads((directory / "metrics.json").read_text())["code"]
+    (directory / "metrics.json").unlink()  # as if the run had been killed after an epoch, by the current code
+    (directory / BEGUN_FILE).write_text(code)
     (directory / "checkpoint.pt").write_bytes(b"not a checkpoint")
     code, err = cli(capsys, *args)
     assert code == 2 and "Traceback" not in err

@@ -73,14 +73,14 @@ class RunStore:
 
     def finish(self, record: RunRecord, history: list[dict], model_state: dict,
                predictions: dict[str, np.ndarray]) -> None:
-        """Write the run's files, `metrics.json` last, and drop the resume checkpoint."""
+        """Write the run's files, `metrics.json` last, and drop the resume checkpoint and its code's record."""
         directory = self.path(record.run_id)
         write_atomic(directory / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history))
         torch.save(model_state, directory / MODEL_FILE)
         np.savez_compressed(directory / PREDICTIONS_FILE, **predictions)
         write_atomic(directory / METRICS_FILE, record.to_json())
-        (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
-        (directory / TRAINED_FILE).unlink(missing_ok=True)
+        for done_with in (CHECKPOINT_FILE, TRAINED_FILE, BEGUN_FILE):
+            (directory / done_with).unlink(missing_ok=True)
 
     def finish_training(self, run_id: str, trained: dict, history: list[dict], model_state: dict) -> None:
         """Store a run trained without reading its test split: curves, weights, then its training record."""
@@ -88,7 +88,8 @@ class RunStore:
         write_atomic(directory / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history))
         torch.save(model_state, directory / MODEL_FILE)
         write_atomic(directory / TRAINED_FILE, json.dumps(trained, indent=2))
-        (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+        for done_with in (CHECKPOINT_FILE, BEGUN_FILE):
+            (directory / done_with).unlink(missing_ok=True)
 
     def is_trained(self, run_id: str) -> bool:
         return (self.path(run_id) / TRAINED_FILE).exists()

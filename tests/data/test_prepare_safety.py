@@ -95,14 +95,15 @@ def test_a_prepare_killed_before_its_manifest_leaves_nothing_prepared_and_the_ne
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
     data_dir = tmp_path / "data"
-    [staging] = [path for path in data_dir.glob("synthetic/.*") if path.is_dir()]
+    [scratch] = data_dir.glob("synthetic/.*.partial-scratch-*")  # the generated log, read by the prepare
+    [staging] = [path for path in data_dir.glob("synthetic/.*.partial-*") if path.is_dir() and path != scratch]
     assert sorted(p.name for p in staging.iterdir()) == ["test.parquet", "train.parquet", "valid.parquet"]
     assert list_prepared(data_dir) == []
     with pytest.raises(DataError, match="is not prepared"):
         find_prepared(data_dir, "synthetic")
     result = prepare_synthetic(data_dir, rows=ROWS)  # the lock died with its holder: no wait
     assert not result.reused and result.manifest.rows("train") > 0
-    assert leftovers(data_dir) == []  # the killed prepare's staging folder and lock file are gone
+    assert leftovers(data_dir) == []  # the killed prepare's staging and scratch folders and lock file are gone
 
 
 def test_leftovers_of_a_prepare_killed_while_publishing_are_not_prepared_and_are_cleaned(tmp_path):
