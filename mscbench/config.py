@@ -54,7 +54,8 @@ class TrainConfig:
     # (no recompilation, no sample dropped); prediction runs eagerly. Compile time is reported apart. One graph
     # serves every pattern of rows per scenario: compiled, a scenario's branch runs on 0 rows when the batch has
     # none of them, so its parameters get zero gradients where eager gives none, and Adam still moves them by
-    # their momentum on such a batch (eager leaves them alone there).
+    # their momentum on such a batch (eager leaves them alone there). On the CPU at more than one thread a
+    # compiled run is not bit-reproducible (inductor's code adds some gradients with atomics): use threads = 1.
     compile: bool = False
 
     def __post_init__(self) -> None:
