@@ -13,7 +13,12 @@ from torch import nn
 
 from mscbench.config import ConfigError
 from mscbench.data.manifest import Manifest
-from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbedding
+from mscbench.models.blocks.embedding import (
+    EMBEDDING_INIT_STD,
+    FeatureEmbedding,
+    entity_fields,
+    sparse_field_positions,
+)
 
 
 @dataclass(frozen=True)
@@ -128,21 +133,10 @@ class ClusteredEmbedding(nn.Module):
         self.assignment[entities[moving]] = best[moving] + 1
 
 
-def entity_fields(manifest: Manifest) -> tuple[str, ...]:
-    """The user field and the first item field: the entities of a click (CEL's and PPNet's ids)."""
-    first_item = next((f.name for f in manifest.sparse if f.side == "item"), None)
-    return tuple(name for name in (manifest.user, first_item) if name is not None)
-
-
 def cluster_id_embeddings(model: nn.Module, manifest: Manifest, settings: EmbeddingSettings) -> None:
     """Replace the tables of the CEL fields, in every FeatureEmbedding of `model`, by clustered tables."""
     names = settings.cel_fields or entity_fields(manifest)
-    sparse = {f.name: f for f in manifest.sparse}
-    unknown = [name for name in names if name not in sparse]
-    if unknown:
-        raise ConfigError(f"cel_fields {unknown} are not sparse fields of {manifest.name!r} "
-                          f"({', '.join(sparse)})")
-    tables = {sparse[name].table for name in names}
+    tables = {manifest.sparse[position].table for position in sparse_field_positions(manifest, names, "cel_fields")}
     embeddings = [m for m in model.modules() if isinstance(m, FeatureEmbedding)]
     replaced = 0
     for embedding in embeddings:

@@ -31,11 +31,10 @@ import torch
 from torch import nn
 from torch.nn.functional import adaptive_avg_pool1d, adaptive_avg_pool2d, softplus
 
-from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register, register_variant
-from mscbench.models.blocks.embedding import FeatureEmbedding
+from mscbench.models.blocks.embedding import FeatureEmbedding, sparse_field_positions
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.cel import EmbeddingSettings
 from mscbench.space import LogUniform, tunable
@@ -165,12 +164,8 @@ class MIDPG(nn.Module):
     def __init__(self, manifest: Manifest, config: MIDPGConfig):
         super().__init__()
         self.config = config
-        names = [f.name for f in manifest.sparse]
-        unknown = [name for name in config.scenario_aware_fields if name not in names]
-        if unknown:
-            raise ConfigError(f"midpg: scenario_aware_fields {unknown} are not sparse fields of "
-                              f"{manifest.name!r} (it has {', '.join(names)})")
-        self.scenario_aware = [names.index(name) for name in config.scenario_aware_fields] + [len(names)]
+        self.scenario_aware = [*sparse_field_positions(manifest, config.scenario_aware_fields,
+                                                       "midpg: scenario_aware_fields"), len(manifest.sparse)]
         self.embedding = FeatureEmbedding(manifest, config.embedding_dim, with_scenario=True)
         scenario_dim = len(self.scenario_aware) * config.embedding_dim  # |e_s|
         widths = [self.embedding.flat_dim, *config.hidden]

@@ -27,11 +27,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 from mscbench.models.base import ModelOutput, register, register_variant
-from mscbench.models.blocks.embedding import EMBEDDING_INIT_STD, FeatureEmbedding
+from mscbench.models.blocks.embedding import (
+    EMBEDDING_INIT_STD,
+    FeatureEmbedding,
+    entity_fields,
+    sparse_field_positions,
+)
 from mscbench.models.blocks.mlp import MLP
 from mscbench.models.cel import EmbeddingSettings
 
@@ -49,19 +53,6 @@ class PEPNetConfig(EmbeddingSettings):
     use_epnet: bool = True  # personalise the embeddings with the scenario prior
     use_ppnet: bool = True  # personalise the hidden units with the id priors
     dropout: float = 0.0  # dropout after each hidden layer
-
-
-def prior_field_positions(manifest: Manifest, names: tuple[str, ...]) -> list[int]:
-    """Positions in `batch.sparse` of the PPNet prior fields."""
-    sparse = [f.name for f in manifest.sparse]
-    if not names:
-        first_item = next((f.name for f in manifest.sparse if f.side == "item"), None)
-        names = tuple(name for name in (manifest.user, first_item) if name is not None)
-    unknown = [name for name in names if name not in sparse]
-    if unknown:
-        raise ConfigError(f"model pepnet: prior_fields {unknown} are not sparse fields of {manifest.name!r} "
-                          f"({', '.join(sparse)})")
-    return [sparse.index(name) for name in names]
 
 
 class GateNU(nn.Module):
@@ -98,7 +89,8 @@ class PEPNet(nn.Module):
             self.embedding_gate = GateNU(dim + fields * dim, gates, config.gate_hidden, config.gamma)
         widths = [width, *config.hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
-        self.prior_fields = prior_field_positions(manifest, config.prior_fields) if config.use_ppnet else []
+        self.prior_fields = (sparse_field_positions(manifest, config.prior_fields or entity_fields(manifest),
+                                                    "pepnet: prior_fields") if config.use_ppnet else [])
         self.hidden_gates = nn.ModuleList(
             GateNU(len(self.prior_fields) * dim + width, size, config.gate_hidden, config.gamma)
             for size in config.hidden

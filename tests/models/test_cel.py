@@ -96,3 +96,15 @@ def test_cluster_state_is_saved_and_the_trainer_step_drives_it():
 def test_a_compression_or_schedule_below_one_is_a_clear_error(setting):
     with pytest.raises(ConfigError, match=f"{next(iter(setting))} .* at least 1"):
         build_model("dnn", tiny_manifest(), {"embedding": "cel", **setting})
+
+
+@pytest.mark.parametrize("model, setting", [("dnn", "cel_fields"), ("pepnet", "prior_fields"),
+                                            ("midpg", "scenario_aware_fields")])
+def test_a_field_setting_names_sparse_fields_each_once(model, setting):
+    manifest = tiny_manifest()
+    extra = {"embedding": "cel"} if setting == "cel_fields" else {}
+    with pytest.raises(ConfigError, match=f"{setting} \\['nope'\\] are not sparse fields of 'tiny'"):
+        build_model(model, manifest, {**extra, setting: ["nope"]})
+    with pytest.raises(ConfigError, match=f"{setting} names user_id more than once"):
+        build_model(model, manifest, {**extra, setting: ["user_id", "item_id", "user_id"]})
+    build_model(model, manifest, {**extra, setting: ["user_id", "item_id"]})

@@ -8,6 +8,7 @@ import warnings
 import torch
 from torch import nn
 
+from mscbench.config import ConfigError
 from mscbench.data.batch import Batch
 from mscbench.data.manifest import Manifest
 
@@ -70,6 +71,25 @@ def sparse_table_gradients(rows: torch.Tensor, present: torch.Tensor, grad: torc
                                     check_invariants=False)  # valid by construction
             for own_rows, own_values, start, size in zip(rows[order].split(counts), values[order].split(counts),
                                                          starts.tolist(), sizes)]
+
+
+def entity_fields(manifest: Manifest) -> tuple[str, ...]:
+    """The user field and the first item field: the entities of a click (CEL's and PPNet's ids)."""
+    first_item = next((f.name for f in manifest.sparse if f.side == "item"), None)
+    return tuple(name for name in (manifest.user, first_item) if name is not None)
+
+
+def sparse_field_positions(manifest: Manifest, names: tuple[str, ...], setting: str) -> list[int]:
+    """Positions in `batch.sparse` of the fields a model's `setting` names: each a sparse field, named once
+    (a field named twice would count twice, and its gathered gradient would add in thread order)."""
+    sparse = [f.name for f in manifest.sparse]
+    unknown = [name for name in names if name not in sparse]
+    if unknown:
+        raise ConfigError(f"{setting} {unknown} are not sparse fields of {manifest.name!r} ({', '.join(sparse)})")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{setting} names {', '.join(repeated)} more than once")
+    return [sparse.index(name) for name in names]
 
 
 class FeatureEmbedding(nn.Module):
