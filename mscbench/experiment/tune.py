@@ -3,9 +3,9 @@
 A study searches one model's space (`mscbench.space`) on one dataset. Its objective is the run's best
 validation AUC (the trainer's early stopping), or its mean over several seeds, each seed a run (a setting
 picked on one seed's validation AUC is partly the luckiest one where settings differ by about what seeds
-do); the test split is never loaded while tuning. Each trial is
-planned like any other run, so its run id is the same hash `train` and `compare` use: a re-run or extended
-study reuses finished runs, and `compare` reads the best trial's run. Poor trials are pruned on the
+do); the test split is never loaded while tuning. Each trial is planned like any other run, so its run id
+is the same hash `train` and `compare` use: a re-run or extended study reuses finished runs, and `compare`
+reads the best trial's run. Poor trials are pruned on the
 per-epoch validation AUC. The study lives in Optuna storage (a SQLite file beside the runs by default, or
 any RDB URL or `journal:PATH`), so an interrupted study resumes and several processes share one.
 """
