@@ -5,9 +5,9 @@ validation AUC (the trainer's early stopping), or its mean over several seeds, e
 picked on one seed's validation AUC is partly the luckiest one where settings differ by about what seeds
 do); the test split is never loaded while tuning. Each trial is planned like any other run, so its run id
 is the same hash `train` and `compare` use: a re-run or extended study reuses finished runs, and `compare`
-reads the best trial's run. Poor trials are pruned on the
-per-epoch validation AUC. The study lives in Optuna storage (a SQLite file beside the runs by default, or
-any RDB URL or `journal:PATH`), so an interrupted study resumes and several processes share one.
+reads the best trial's run. Poor trials are pruned on the per-epoch validation AUC. The study lives in
+Optuna storage (a SQLite file beside the runs by default, or any RDB URL or `journal:PATH`), so an
+interrupted study resumes and several processes share one.
 """
 
 from __future__ import annotations
