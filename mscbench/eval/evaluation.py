@@ -59,10 +59,6 @@ METRICS: list[Metric] = [
 ]
 
 
-def metric(name: str) -> Metric:
-    return next(m for m in METRICS if m.name == name)
-
-
 @dataclass(frozen=True)
 class ScopeMetrics:
     """One scope's test rows, positives, the oracle's AUC (None without ground truth) and every metric."""
