@@ -109,6 +109,7 @@ class AlignedPredictions:
         self.loaded: dict[str, dict[str, np.ndarray]] = {}
         self.reference: tuple[str, dict[str, np.ndarray]] | None = None
         self.placed: dict[tuple[str, str], Placements | None] = {}
+        self.scope_rows: dict[str, np.ndarray] | None = None  # `masks`: the same for every aligned run
 
     def __call__(self, record: RunRecord) -> dict[str, np.ndarray]:
         run_id = record.run_id
@@ -128,10 +129,12 @@ class AlignedPredictions:
         return arrays
 
     def masks(self) -> dict[str, np.ndarray]:
-        """Each scope's rows in the aligned test set (call after loading at least one run)."""
-        scenario = self.reference[1]["scenario"]
-        return {OVERALL: np.ones(len(scenario), dtype=bool),
-                **{name: scenario == index for index, name in enumerate(self.scenarios)}}
+        """Each scope's rows in the aligned test set, built once (call after loading at least one run)."""
+        if self.scope_rows is None:
+            scenario = self.reference[1]["scenario"]
+            self.scope_rows = {OVERALL: np.ones(len(scenario), dtype=bool),
+                               **{name: scenario == index for index, name in enumerate(self.scenarios)}}
+        return self.scope_rows
 
     def placements(self, record: RunRecord, scope: str) -> Placements | None:
         """DeLong's placements of the run's test predictions in the scope, computed once per run and scope."""
