@@ -292,17 +292,18 @@ def show_model(card: ModelCard) -> None:
     needs = ["a behaviour sequence"] if card.needs_sequence else []
     console.print(f"Needs: {', '.join(needs) or 'sparse and dense features'}; "
                   f"scenario-specific parameters: {'yes' if card.multi_scenario else 'no'}")
+    described = describe_model(card)
     table = Table(title="Hyperparameters (--set key=value)", title_justify="left")
     for column in ("key", "default", "meaning"):
         table.add_column(column, overflow="fold")
-    for setting in describe_model(card)["hyperparameters"]:
+    for setting in described["hyperparameters"]:
         table.add_row(setting["key"], str(setting["default"]), setting["meaning"])
     console.print(table)
     console.print(re.sub(r"(?<!\n)\n(?!\n)", " ", inspect.getdoc(card.config)), highlight=False)  # paragraphs
     space = Table(title="Search space (mscbench tune)", title_justify="left")
     for column in ("key", "range"):
         space.add_column(column)
-    for key, values in describe_model(card)["search_space"].items():
+    for key, values in described["search_space"].items():
         space.add_row(key, values)
     console.print(space)
 
