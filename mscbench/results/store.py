@@ -75,8 +75,7 @@ class RunStore:
                predictions: dict[str, np.ndarray]) -> None:
         """Write the run's files, `metrics.json` last, and drop the resume checkpoint and its code's record."""
         directory = self.path(record.run_id)
-        write_atomic(directory / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history))
-        torch.save(model_state, directory / MODEL_FILE)
+        write_training(directory, history, model_state)
         np.savez_compressed(directory / PREDICTIONS_FILE, **predictions)
         write_atomic(directory / METRICS_FILE, record.to_json())
         for done_with in (CHECKPOINT_FILE, TRAINED_FILE, BEGUN_FILE):
@@ -85,8 +84,7 @@ class RunStore:
     def finish_training(self, run_id: str, trained: dict, history: list[dict], model_state: dict) -> None:
         """Store a run trained without reading its test split: curves, weights, then its training record."""
         directory = self.path(run_id)
-        write_atomic(directory / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history))
-        torch.save(model_state, directory / MODEL_FILE)
+        write_training(directory, history, model_state)
         write_atomic(directory / TRAINED_FILE, json.dumps(trained, indent=2))
         for done_with in (CHECKPOINT_FILE, BEGUN_FILE):
             (directory / done_with).unlink(missing_ok=True)
@@ -160,6 +158,12 @@ def locate_run(run: str, runs_dir: Path) -> tuple[RunStore, str]:
         if (directory / METRICS_FILE).exists():
             return RunStore(directory.parent), directory.name
     raise UserError(f"{run} is not a complete run: no {METRICS_FILE} in it, nor a run of that id in {runs_dir}")
+
+
+def write_training(directory: Path, history: list[dict], model_state: dict) -> None:
+    """What every trained run stores, evaluated or not: its curves and its weights."""
+    write_atomic(directory / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history))
+    torch.save(model_state, directory / MODEL_FILE)
 
 
 def to_toml(table: dict, prefix: str = "") -> str:
