@@ -385,13 +385,19 @@ def label_shift(comparison: Comparison) -> list[str]:
     train, test = comparison.train_label_rate, positives / max(rows, 1)
     if train is None:
         return []
-    label = np.repeat([1.0, 0.0], [positives, rows - positives])
-    constant, calibrated = (logloss(label, np.full(rows, rate)) for rate in (train, test))
+    constant, calibrated = (constant_logloss(rate, positives, rows) for rate in (train, test))
     if constant - calibrated <= LABEL_SHIFT * calibrated:
         return []
     note = (f"Positives: {train:.1%} of the training rows, {test:.1%} of the test rows; LogLoss is dominated by "
             f"that shift (predicting {train:.1%} for every test row scores {constant:.4f}).")
     return [note]
+
+
+def constant_logloss(rate: float, positives: int, rows: int) -> float:
+    """LogLoss of predicting `rate` for every one of `rows` test rows, `positives` of them clicks: from the
+    counts, without a prediction per row."""
+    click, no_click = logloss(np.ones(1), np.full(1, rate)), logloss(np.zeros(1), np.full(1, rate))
+    return (positives * click + (rows - positives) * no_click) / max(rows, 1)
 
 
 def transfer_layout(comparison: Comparison) -> Layout:
