@@ -107,9 +107,6 @@ class ModelRow:
     def scope_auc(self, scope: str) -> Cell:
         return self.cell("auc", scope)
 
-    def scope_rela_impr(self, scope: str) -> float | None:
-        return self.rela_impr[scope]
-
 
 @dataclass(frozen=True)
 class Comparison:
@@ -310,7 +307,7 @@ def by_scenario(comparison: Comparison) -> Layout:
         rows.append([scope, f"{comparison.test_rows[scope]:,}", f"{comparison.test_positives[scope]:,}",
                      *([number(comparison.oracle_auc[scope])] if oracle else []),
                      *[auc_text(row, scope) for row in comparison.rows],
-                     *[percent(row.scope_rela_impr(scope)) for row in others]])
+                     *[percent(row.rela_impr[scope]) for row in others]])
         leading = comparison.leaders.get(f"auc/{scope}", [])
         bold |= {(i, first_model + j) for j, row in enumerate(comparison.rows) if row.model in leading}
     return Layout(header, rows, bold, caption(comparison, "scenario"))
@@ -594,7 +591,7 @@ def to_csv(comparison: Comparison, by: str = "model") -> str:
     for row in comparison.rows:
         for scope in comparison.scopes:
             auc = row.scope_auc(scope)
-            writer.writerow([*described[row.model], scope, "auc", auc.mean, auc.std, row.scope_rela_impr(scope),
+            writer.writerow([*described[row.model], scope, "auc", auc.mean, auc.std, row.rela_impr[scope],
                              *tested_cells(row.significance.get(scope)), *(row.auc_interval.get(scope) or ["", ""])])
             for metric in (m for m in METRICS if m.name != "auc"):
                 if scope == OVERALL or metric.per_scenario:
