@@ -109,7 +109,7 @@ class RunStore:
             return RunRecord.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
             raise UserError(f"run {run_id} is not in {self.root} (no {METRICS_FILE}): train it first") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
+        except ValueError as error:  # undecodable text, bad JSON, or JSON that is not a record (RecordError)
             raise UserError(f"{path} is corrupt ({error}): retrain the run with --rerun, or delete "
                             f"{path.parent}") from None
 
