@@ -142,7 +142,7 @@ def evaluate_trained(plan: PlannedRun, store: RunStore) -> RunRecord:
     record = RunRecord(**{**trained, "dataset": DatasetRef(**trained["dataset"]),
                           "training": TrainingSummary(**trained["training"]), "metrics": metrics,
                           "extras": prediction.extras})
-    store.finish(record, store.history(plan.run_id), state, predictions)
+    store.finish_evaluation(record, predictions)  # its curves and weights are stored already
     return store.load(plan.run_id)
 
 

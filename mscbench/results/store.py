@@ -74,8 +74,13 @@ class RunStore:
     def finish(self, record: RunRecord, history: list[dict], model_state: dict,
                predictions: dict[str, np.ndarray]) -> None:
         """Write the run's files, `metrics.json` last, and drop the resume checkpoint and its code's record."""
+        write_training(self.path(record.run_id), history, model_state)
+        self.finish_evaluation(record, predictions)
+
+    def finish_evaluation(self, record: RunRecord, predictions: dict[str, np.ndarray]) -> None:
+        """Complete a run whose curves and weights are stored (trained while tuning): its test predictions,
+        then `metrics.json`."""
         directory = self.path(record.run_id)
-        write_training(directory, history, model_state)
         np.savez_compressed(directory / PREDICTIONS_FILE, **predictions)
         write_atomic(directory / METRICS_FILE, record.to_json())
         for done_with in (CHECKPOINT_FILE, TRAINED_FILE, BEGUN_FILE):
