@@ -69,7 +69,7 @@ def compare(models: str | Sequence[str] | None = None, dataset: str | None = Non
     e.g. `dnn:individual`) adds the negative-transfer view against that reference. A `recipe` file gives what
     is not given here; `tune=False` compares its models untuned, at the same training budget.
     """
-    names = [name.strip() for name in models.split(",")] if isinstance(models, str) else models
+    names = [name.strip() for name in models.split(",") if name.strip()] if isinstance(models, str) else models
     spec = with_options(load_recipe(Path(recipe)) if recipe else None, dataset=dataset,
                         models=list(names) if names else None, base=base, seeds=list(seeds) if seeds else None,
                         settings=dict(settings or {}), correction=correction, tune=tune)

@@ -400,7 +400,7 @@ def compare(
         pyplot()  # a missing matplotlib is reported before anything trains
     chosen = {f"train.{key}": value for key, value in options(epochs=epochs, batch_size=batch_size, lr=lr).items()}
     with progress_bar() as progress:  # every name and setting is checked before any training
-        result = api.compare(split_list(models) if models else None, dataset, base=base,
+        result = api.compare(models, dataset, base=base,
                              seeds=parse_seeds(seeds) or None,
                              recipe=recipe, settings={**parse_overrides(settings or []), **chosen}, bootstrap=bootstrap,
                              correction=correction, transfer_base=transfer_base, tune=tune,
