@@ -51,6 +51,7 @@ def transfer_view(reference: str, reference_runs: list[RunRecord], by_model: dic
                   samples: dict[str, dict[str, ScopeSample]], scenarios: list[str],
                   predictions: AlignedPredictions | None, correction: str) -> Transfer:
     """Every model of `by_model` (its samples per scope in `samples`) against the reference's runs."""
+    reference = ":".join(split_reference(reference))  # MODEL:PROTOCOL: never a compared model's name
     reference_samples = scope_samples(reference_runs, scenarios, predictions)
     scoped = {model: {scenario: samples[model][scenario] for scenario in scenarios} for model in by_model}
     tests = table_tests({reference: reference_runs, **by_model}, reference, {reference: reference_samples, **scoped},
