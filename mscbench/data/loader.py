@@ -33,7 +33,7 @@ MEMORY_SHARE = 0.25  # map from disk when a split needs more than this share of 
 # A split lives on the GPU when it needs at most this share of the GPU's free memory: the rest is left to
 # the model, its optimiser state and its activations (under 2 GiB per model at batch 4096 on an H200).
 DEVICE_SHARE = 0.5
-BATCH_FIELDS = ("sparse", "dense", "seq", "seq_gap", "scenario", "label")
+BATCH_FIELDS = tuple(f.name for f in fields(Batch))  # the SplitData fields a Batch is cut from
 
 Shapes = dict[str, tuple[tuple[int, ...], type]]  # array name -> (shape, numpy dtype)
 
@@ -68,8 +68,7 @@ class SplitData:
         def take(array: torch.Tensor) -> torch.Tensor:
             return array[rows] if isinstance(rows, slice) else array.index_select(0, rows)
 
-        return Batch(sparse=take(self.sparse), dense=take(self.dense), seq=take(self.seq),
-                     seq_gap=take(self.seq_gap), scenario=take(self.scenario), label=take(self.label))
+        return Batch(**{name: take(getattr(self, name)) for name in BATCH_FIELDS})
 
     def batches(self, batch_size: int, shuffle: bool, seed: int | None = None) -> Iterator[Batch]:
         """Every row once, in order or in a permutation drawn from `seed` (the global torch RNG if None).
