@@ -24,6 +24,7 @@ from mscbench.errors import UserError
 from mscbench.eval.metrics import auc, logloss
 from mscbench.models.base import Scheduled
 from mscbench.models.blocks.embedding import use_sparse_gradients
+from mscbench.models.blocks.routing import rows_per_scenario
 
 
 class TrainingDiverged(UserError):
@@ -203,17 +204,16 @@ def predict(model: nn.Module, data: SplitData, batch_size: int, device: torch.de
     `data_on_device` (TrainConfig's setting) decides whether `data` is first moved to `device` whole."""
     model.eval()
     probs, sums = [], {}
-    counts = torch.zeros(num_scenarios, device=device)
     data = place(data, device, data_on_device)
     for batch in device_batches(data.batches(batch_size, shuffle=False), device):
         with autocast(device, amp):
             output = model(batch)
         probs.append(torch.sigmoid(output.logit).float())
-        counts += torch.bincount(batch.scenario, minlength=num_scenarios)
         for key, value in output.extras.items():
             total = sums.setdefault(key, value.new_zeros((num_scenarios, *value.shape[1:]), dtype=torch.float))
             total.index_add_(0, batch.scenario, value.float())
-    denominator = counts.clamp_min(1)
+    if sums:  # rows per scenario counted once, not per batch (bincount on a GPU waits for the device)
+        denominator = rows_per_scenario(data.scenario, num_scenarios).to(device, torch.float).clamp_min(1)
     extras = {key: (total / denominator.view(-1, *[1] * (total.dim() - 1))).tolist() for key, total in sums.items()}
     prob = torch.cat(probs).cpu().numpy().astype(np.float64)
     if not np.isfinite(prob).all():  # a ranking with NaNs in it would still give an AUC: a wrong one
