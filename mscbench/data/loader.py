@@ -70,18 +70,21 @@ class SplitData:
 
         return Batch(**{name: take(getattr(self, name)) for name in BATCH_FIELDS})
 
-    def batches(self, batch_size: int, shuffle: bool, seed: int | None = None) -> Iterator[Batch]:
+    def batches(self, batch_size: int, shuffle: bool, seed: int | None = None,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         """Every row once, in order or in a permutation drawn from `seed` (the global torch RNG if None).
 
         The permutation is drawn on the CPU wherever the split is, then moved to it: the same seed gives
-        the same order on every device.
+        the same order on every device. `shard` = (rank, world size) keeps rows rank, rank + world, ... of
+        every batch, and gathers only those.
         """
+        rank, world = shard
         starts = range(0, len(self), batch_size)
         if not shuffle:  # slices are views: no copy, sequential reads of a memory map
-            return (self.batch(slice(start, start + batch_size)) for start in starts)
+            return (self.batch(slice(start + rank, start + batch_size, world)) for start in starts)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         order = torch.randperm(len(self), generator=generator).to(self.label.device)
-        return (self.batch(order[start:start + batch_size]) for start in starts)
+        return (self.batch(order[start:start + batch_size][rank::world]) for start in starts)
 
     def select(self, rows: torch.Tensor | np.ndarray) -> SplitData:
         """The subset of `rows` (a boolean mask or indices), copied into memory."""

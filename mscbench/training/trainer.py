@@ -306,15 +306,13 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer | LazyAdam, d
     through `model` itself. Its first step (the one that compiles) is timed into `timing["compile_seconds"]`
     unless `timing` already has it (from an earlier epoch).
     """
-    rank, world = shard
+    world = shard[1]
     model.train()
     scheduled = scheduled_modules(model)
     task = progress.add_task(f"epoch {epoch}", total=len(data)) if progress else None
     total_loss = torch.zeros((), device=device)
     shuffle_seed = config.seed * 1_000_003 + epoch  # a fresh, reproducible order every epoch
-    batches = data.batches(config.batch_size, shuffle=True, seed=shuffle_seed)
-    if world > 1:
-        batches = (batch.select(slice(rank, None, world)) for batch in batches)
+    batches = data.batches(config.batch_size, shuffle=True, seed=shuffle_seed, shard=shard)
     full_size = None
     for batch in device_batches(batches, device):
         full_size = full_size or len(batch)
