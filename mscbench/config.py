@@ -176,8 +176,9 @@ def split_experiment_overrides(overrides: dict[str, Any], models: typing.Sequenc
     return train_values, model_values
 
 
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "hyperband", "none")
+Sampler = Literal["tpe", "random", "grid"]
+Pruner = Literal["median", "hyperband", "none"]
+SAMPLERS, PRUNERS = typing.get_args(Sampler), typing.get_args(Pruner)
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,8 @@ class TuneSettings:
 
     trials: int | None = None  # trials per model (with `seconds`, whichever ends first)
     seconds: float | None = None  # training time per model, summed over its trials
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"  # stops poor trials on per-epoch validation AUC
+    sampler: Sampler = "tpe"
+    pruner: Pruner = "median"  # stops poor trials on per-epoch validation AUC
     space: Literal["declared", "recipe"] = "declared"  # "recipe": tune only the ranges the recipe gives
     seeds: int = 1  # each trial scored on its mean over the recipe's first N seeds (N times the cost)
 
