@@ -13,15 +13,13 @@ interrupted study resumes and several processes share one.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import multiprocessing
 import os
 import socket
 import typing
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +32,9 @@ from optuna.trial import TrialState
 
 from mscbench.config import PRUNERS, SAMPLERS, Recipe, TrainConfig, coerce, split_overrides
 from mscbench.errors import UserError
-from mscbench.experiment.execution import get_or_train
+from mscbench.experiment.execution import get_or_train, ignore
 from mscbench.experiment.planning import plan_run
+from mscbench.files import exclusive
 from mscbench.models.base import get_card
 from mscbench.results.store import RunStore
 from mscbench.space import Choice, IntRange, Space, SpaceError, declared_space, parse_space, value_text
@@ -271,7 +270,8 @@ def work(plan: StudyPlan, worker: int, on_trial: OnTrial | None) -> None:
     study.sampler = make_sampler(plan, worker * 1_000_003 + len(study.get_trials(deepcopy=False)))
     store = RunStore(plan.runs_dir)
     while True:
-        with study_lock(plan):  # counting and asking as one step: no worker of this machine goes over the budget
+        # counting and asking as one step: no worker of this machine goes over the budget
+        with exclusive(plan.runs_dir / f".study-{plan.name}.lock", ignore):
             if spent(plan, study):
                 return
             trial = study.ask()
@@ -306,15 +306,6 @@ def beyond_budget(plan: StudyPlan, study: optuna.Study, number: int) -> bool:
 def counted(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial spends budget: running or finished, or failed by diverging (not by an interruption)."""
     return trial.state in (*FINISHED, TrialState.RUNNING) or bool(trial.user_attrs.get("diverged"))
-
-
-@contextmanager
-def study_lock(plan: StudyPlan) -> Iterator[None]:
-    """The workers of this machine ask for trials one at a time (flock: a killed holder releases it)."""
-    plan.runs_dir.mkdir(parents=True, exist_ok=True)
-    with open(plan.runs_dir / f".study-{plan.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def run_trial(plan: StudyPlan, study: optuna.Study, trial: optuna.Trial, store: RunStore) -> TrialResult:
