@@ -3,6 +3,7 @@ of the behaviour sequences, and the first-order term (a 1-dim embedding per id).
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import torch
@@ -63,14 +64,14 @@ def sparse_table_gradients(rows: torch.Tensor, present: torch.Tensor, grad: torc
     """One sparse (uncoalesced) gradient per table from the [n] rows and [n, d] gradient of a fused lookup,
     keeping the `present` ones."""
     rows, values = rows[present], grad[present]  # [n], [n, d]
-    starts = torch.tensor([0, *sizes], device=rows.device).cumsum(0)  # [T+1]
-    table = torch.bucketize(rows, starts[1:-1], right=True)  # [n] which table each row belongs to
+    starts = list(itertools.accumulate(sizes, initial=0))  # [T+1], on the host: no read back from a GPU
+    table = torch.bucketize(rows, torch.tensor(starts[1:-1], device=rows.device), right=True)  # [n]: its table
     order = torch.argsort(table, stable=True)
     counts = torch.bincount(table, minlength=len(sizes)).tolist()
     return [torch.sparse_coo_tensor((own_rows - start).unsqueeze(0), own_values, (size, grad.shape[-1]),
                                     check_invariants=False)  # valid by construction
             for own_rows, own_values, start, size in zip(rows[order].split(counts), values[order].split(counts),
-                                                         starts.tolist(), sizes)]
+                                                         starts, sizes)]
 
 
 def entity_fields(manifest: Manifest) -> tuple[str, ...]:
